@@ -1,0 +1,1 @@
+"""Placeholder; the import hook lands with the proxy."""
