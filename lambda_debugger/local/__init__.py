@@ -1,0 +1,1 @@
+"""Local mode: an embedded Lambda Runtime API and a runner for the real runtime client."""
