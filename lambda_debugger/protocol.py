@@ -178,9 +178,14 @@ class Invocation:
 
 @dataclass(frozen=True)
 class Armed:
-    """Broker -> debugger: no invocation yet; waiting for the next one."""
+    """Broker -> debugger: no invocation yet; waiting for the next one.
+
+    ``expires_ms`` is the absolute Unix time in ms at which the broker stops
+    waiting (0 when unknown).
+    """
 
     function_id: str
+    expires_ms: int = 0
     type: str = "armed"
 
 

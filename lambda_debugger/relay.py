@@ -1,0 +1,149 @@
+"""The one relay pump: moves bytes both ways between two endpoints.
+
+The Lambda proxy (broker WebSocket <-> child's debugpy socket) and the attach
+bridge (IDE socket <-> broker WebSocket) both use :class:`Pump`. Endpoints
+are thin adapters (see :mod:`lambda_debugger.endpoints`) with this interface:
+
+* ``fileno()`` for ``select``;
+* ``has_buffered()``: bytes already read into user space (TLS records);
+* ``read()``: payload ``bytes`` (maybe empty, e.g. after a ping) or ``None``
+  at EOF; called only when readable;
+* ``frame(data)``: the wire bytes that carry ``data`` (a WebSocket frame,
+  or ``data`` itself on plain TCP);
+* ``take_outgoing()``: wire bytes the endpoint itself must send (pongs);
+* ``send(buffer)``: one non-blocking-ish write; returns bytes written.
+
+Writes never block the loop: each direction has a bounded queue of wire
+bytes, and a source is not read while its target's queue is full, so a peer
+that stops reading slows its sender down instead of growing memory.
+"""
+
+import logging
+import select
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+log = logging.getLogger("lambda_debugger.relay")
+
+#: Why :meth:`Pump.run` returned.
+CLOSED = "closed"  # an endpoint reached EOF or failed
+DEADLINE = "deadline"  # the deadline passed
+WATCH = "watch"  # a watched descriptor became readable
+
+#: Wire bytes queued for one target before its source is no longer read.
+HIGH_WATER_BYTES = 1024 * 1024
+
+#: After one side closes, how long the other may take to receive what is queued.
+FLUSH_S = 2.0
+
+
+@dataclass
+class PumpResult:
+    """How a :meth:`Pump.run` call ended.
+
+    Attributes:
+        reason: ``closed``, ``deadline`` or ``watch``.
+        endpoint: the endpoint that closed (``closed`` only).
+        error: the exception that closed it, if any.
+    """
+
+    reason: str
+    endpoint: object = None
+    error: Optional[BaseException] = None
+
+
+class Pump:
+    """Relays between endpoints ``a`` and ``b``; can be run, stopped at a
+    watched descriptor or deadline, and run again without losing a byte.
+
+    Attributes:
+        bytes_a_to_b / bytes_b_to_a: payload bytes moved so far.
+    """
+
+    def __init__(self, a, b, *, high_water: int = HIGH_WATER_BYTES):
+        self.a, self.b = a, b
+        self.high_water = high_water
+        self.bytes_a_to_b = 0
+        self.bytes_b_to_a = 0
+        self._queues = {a: bytearray(), b: bytearray()}  # wire bytes to send to the key
+        self._peer = {a: b, b: a}
+
+    def run(self, *, deadline: Optional[float] = None, watch: Sequence = ()) -> PumpResult:
+        """Relay until an endpoint closes, ``deadline`` (a ``time.monotonic()``
+        value) passes, or one of ``watch`` (objects with ``fileno()``)
+        becomes readable. Endpoint failures are reported, never raised."""
+        debug = log.isEnabledFor(logging.DEBUG)
+        while True:
+            for endpoint in (self.a, self.b):
+                self._queues[endpoint] += endpoint.take_outgoing()
+            sources = [e for e in (self.a, self.b) if len(self._queues[self._peer[e]]) < self.high_water]
+            buffered = [e for e in sources if e.has_buffered()]
+            targets = [e for e in (self.a, self.b) if self._queues[e]]
+            timeout = 0 if buffered else None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 and not buffered:
+                    return PumpResult(DEADLINE)
+                timeout = max(0, left) if timeout is None else 0
+            readable, writable, _ = select.select([*sources, *watch], targets, [], timeout)
+            if not (readable or writable or buffered):
+                return PumpResult(DEADLINE)
+            if any(w in readable for w in watch):
+                return PumpResult(WATCH)
+            for target in writable:
+                queue = self._queues[target]
+                try:
+                    sent = target.send(queue)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except Exception as exc:
+                    return PumpResult(CLOSED, target, exc)
+                del queue[:sent]
+            for source in set(readable) | set(buffered):
+                target = self._peer[source]
+                try:
+                    data = source.read()
+                except Exception as exc:  # a dead peer ends the relay, not the process
+                    self.flush(target)
+                    return PumpResult(CLOSED, source, exc)
+                if data is None:
+                    self.flush(target)
+                    return PumpResult(CLOSED, source)
+                if not data:
+                    continue
+                self._queues[target] += target.frame(data)
+                if source is self.a:
+                    self.bytes_a_to_b += len(data)
+                else:
+                    self.bytes_b_to_a += len(data)
+                if debug:
+                    log.debug("relayed %d bytes %s -> %s", len(data), source, target)
+
+    def flush(self, target, timeout: float = FLUSH_S) -> bool:
+        """Send what is queued for ``target``, for at most ``timeout`` s.
+        Returns whether everything went out."""
+        queue = self._queues[target]
+        queue += target.take_outgoing()
+        until = time.monotonic() + timeout
+        while queue:
+            left = until - time.monotonic()
+            if left <= 0 or not select.select([], [target], [], left)[1]:
+                return False
+            try:
+                sent = target.send(queue)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except Exception:
+                return False
+            del queue[:sent]
+        return True
+
+    def enqueue(self, target, data: bytes) -> None:
+        """Queue payload ``data`` for ``target``, e.g. bytes read before the
+        pump existed."""
+        self._queues[target] += target.frame(data)
+
+    def queued(self, target) -> int:
+        """Wire bytes waiting to be sent to ``target``."""
+        return len(self._queues[target])

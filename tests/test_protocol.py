@@ -1,0 +1,90 @@
+import pytest
+
+from lambda_debugger import protocol
+from lambda_debugger.protocol import CloseCode, ProtocolError
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_messages_round_trip():
+    for message in (
+        protocol.Invocation("req-1", 1700000000000, "fn", "python3.11", 5000),
+        protocol.Armed("my-fn", expires_ms=12),
+        protocol.Paired("my-fn", "req-1", 1700000000000, "fn", "python3.11"),
+        protocol.Notice("hello"),
+    ):
+        assert protocol.decode(protocol.encode(message)) == message
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("not json", "not JSON"),
+    ("[]", "JSON object"),
+    ('{"type": "nope"}', "unknown control message type"),
+    ('{"type": "invocation", "deadline_ms": 1}', "lacks 'request_id'"),
+    ('{"type": "invocation", "request_id": 5, "deadline_ms": 1}', "must be a string"),
+    ('{"type": "invocation", "request_id": "r", "deadline_ms": true}', "must be an integer"),
+    ('{"type": "invocation", "request_id": "r", "deadline_ms": 1, "protocol": 99}', "not supported"),
+    ("x" * (protocol.MAX_CONTROL_MESSAGE_BYTES + 1), "larger than"),
+    (b"\xff\xfe", "not JSON"),
+])
+def test_decode_rejects_malformed_messages(text, needle):
+    with pytest.raises(ProtocolError, match=needle):
+        protocol.decode(text)
+
+
+def test_decode_ignores_unknown_fields():
+    message = protocol.decode('{"type": "notice", "message": "m", "extra": [1]}')
+    assert message == protocol.Notice("m")
+
+
+def test_close_codes_are_private_or_standard():
+    for code in CloseCode:
+        assert code < 1012 or 4000 <= code <= 4999
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("my-fn", True), ("a.b_c-9", True), ("x" * 128, True), ("x" * 129, False),
+    ("", False), ("a/b", False), ("a b", False), ("é", False), (None, False), ("a\n", False),
+])
+def test_function_ids(value, ok):
+    assert protocol.valid_function_id(value) is ok
+
+
+def test_function_id_from_path():
+    assert protocol.function_id_from_path("/lambda/fn-1", "/lambda/") == "fn-1"
+    with pytest.raises(ProtocolError):
+        protocol.function_id_from_path("/lambda/../x", "/lambda/")
+    with pytest.raises(ProtocolError):
+        protocol.function_id_from_path("/debug/x", "/lambda/")
+
+
+@pytest.mark.parametrize("address, url", [
+    ("broker.example.com", "ws://broker.example.com:8080/p"),
+    ("10.0.0.5:9000", "ws://10.0.0.5:9000/p"),
+    ("ws://h", "ws://h:8080/p"),
+    ("wss://h:443/", "wss://h:443/p"),
+    ("https://h", "wss://h:8080/p"),
+    ("[::1]:81", "ws://[::1]:81/p"),
+])
+def test_broker_url(address, url):
+    assert protocol.broker_url(address, 8080, "/p") == url
+
+
+@pytest.mark.parametrize("address", ["", "ws://", "h:0", "h:70000", "h:x", "a:b:c", "h/x", "u@h", "[::1"])
+def test_broker_url_rejects(address):
+    with pytest.raises(ProtocolError):
+        protocol.broker_url(address, 8080, "/p")
+
+
+def test_clip_reason_fits_a_close_frame():
+    reason = protocol.clip_reason("é" * 200)
+    assert len(reason.encode("utf-8")) <= protocol.MAX_CLOSE_REASON_BYTES
+    assert reason.endswith("...")
+    assert protocol.clip_reason("short") == "short"
+
+
+def test_bearer_header_round_trip():
+    assert protocol.token_from_header(protocol.bearer("t0k")["Authorization"]) == "t0k"
+    assert protocol.bearer(None) == {}
+    assert protocol.token_from_header("Basic abc") is None
+    assert protocol.token_from_header("Bearer ") is None

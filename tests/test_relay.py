@@ -1,0 +1,110 @@
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from lambda_debugger import relay
+from lambda_debugger.endpoints import SocketEndpoint, parse_close, describe_close
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@pytest.fixture
+def pair():
+    """Two endpoints for the pump, and the far ends of their sockets."""
+    a_far, a_near = socket.socketpair()
+    b_near, b_far = socket.socketpair()
+    yield SocketEndpoint(a_near, "a"), SocketEndpoint(b_near, "b"), a_far, b_far
+    for s in (a_far, a_near, b_near, b_far):
+        s.close()
+
+
+def _recv_exactly(sock, n):
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "closed early"
+        data += chunk
+    return bytes(data)
+
+
+def test_bytes_cross_both_ways_intact(pair):
+    a, b, a_far, b_far = pair
+    payload_ab = os.urandom(3 * 1024 * 1024 + 7)
+    payload_ba = os.urandom(1024 * 1024 + 3)
+    results = {}
+    pumper = relay.Pump(a, b)
+    pump = threading.Thread(target=lambda: results.setdefault("r", pumper.run()))
+    pump.start()
+    writers = [
+        threading.Thread(target=a_far.sendall, args=(payload_ab,)),
+        threading.Thread(target=b_far.sendall, args=(payload_ba,)),
+    ]
+    for w in writers:
+        w.start()
+    got_ab = _recv_exactly(b_far, len(payload_ab))
+    got_ba = _recv_exactly(a_far, len(payload_ba))
+    for w in writers:
+        w.join()
+    a_far.shutdown(socket.SHUT_WR)
+    pump.join(5)
+    assert hashlib.sha256(got_ab).digest() == hashlib.sha256(payload_ab).digest()
+    assert got_ba == payload_ba
+    result = results["r"]
+    assert result.reason == relay.CLOSED and result.endpoint is a
+    assert (pumper.bytes_a_to_b, pumper.bytes_b_to_a) == (len(payload_ab), len(payload_ba))
+
+
+def test_eof_on_either_side_ends_the_pump(pair):
+    a, b, a_far, b_far = pair
+    b_far.close()
+    result = relay.Pump(a, b).run(deadline=time.monotonic() + 5)
+    assert result.reason == relay.CLOSED and result.endpoint is b
+
+
+def test_deadline_ends_an_idle_pump(pair):
+    a, b, _, _ = pair
+    start = time.monotonic()
+    result = relay.Pump(a, b).run(deadline=start + 0.2)
+    assert result.reason == relay.DEADLINE
+    assert 0.15 < time.monotonic() - start < 2
+
+
+def test_watched_descriptor_stops_the_pump_without_losing_bytes(pair):
+    a, b, a_far, b_far = pair
+    watch_r, watch_w = os.pipe()
+    try:
+        pump = relay.Pump(a, b)
+        a_far.sendall(b"first")
+        assert pump.run(deadline=time.monotonic() + 0.3).reason == relay.DEADLINE
+        assert _recv_exactly(b_far, 5) == b"first"
+        os.write(watch_w, b"x")
+        a_far.sendall(b"second")
+        result = pump.run(watch=[watch_r], deadline=time.monotonic() + 5)
+        assert result.reason == relay.WATCH
+        # the pump can be resumed; "second" was not read or was passed on whole
+        os.read(watch_r, 1)
+        pump.run(deadline=time.monotonic() + 0.3)
+        assert _recv_exactly(b_far, 6) == b"second"
+    finally:
+        os.close(watch_r)
+        os.close(watch_w)
+
+
+def test_write_failure_is_reported_not_raised(pair):
+    a, b, a_far, b_far = pair
+    b.sock.shutdown(socket.SHUT_WR)
+    a_far.sendall(b"data")
+    result = relay.Pump(a, b).run(deadline=time.monotonic() + 5)
+    assert result.reason == relay.CLOSED and result.endpoint is b
+    assert isinstance(result.error, OSError)
+
+
+def test_close_frames_are_described():
+    assert parse_close(b"\x0f\xa1no token") == (4001, "no token")
+    assert parse_close(b"") == (None, "")
+    assert describe_close(4001, "bad token") == "unauthorized (4001): bad token"
+    assert describe_close(4999, "") == "code 4999 (4999)"
