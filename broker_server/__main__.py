@@ -1,0 +1,3 @@
+from broker_server.app import main
+
+raise SystemExit(main())

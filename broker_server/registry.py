@@ -1,0 +1,425 @@
+"""Pairing of Lambda invocations with debuggers: plain Python, no I/O.
+
+The registry decides; the Tornado handlers only carry its decisions to the
+network. Everything runs on one IOLoop, so there are no locks, and time is
+passed in by the caller so that tests can play with it.
+
+A session is one invocation, one debugger, or both:
+
+* an invocation that arrives first is ``waiting`` for a debugger;
+* a debugger that arrives first is ``armed`` for the next invocation;
+* when the other side arrives the session is ``paired`` and bytes flow.
+
+Waiting sides of one function ID are served oldest first. Many containers
+may share a function ID (Lambda scales out); each invocation is its own
+session with at most one debugger.
+"""
+
+import enum
+import logging
+from typing import Dict, List, Optional, Protocol, Tuple
+
+from lambda_debugger.protocol import Armed, CloseCode, Invocation, Message, Paired
+
+from .logfmt import log_event, logger
+
+#: Seconds added to an invocation's ``wait_ms`` before the broker gives up on
+#: it: the proxy closes the connection itself when it stops waiting, so this
+#: only catches proxies that vanished without a word (a frozen container).
+WAIT_GRACE_S = 5.0
+
+#: Seconds after an invocation's deadline before a paired session is ended.
+#: By then Lambda has stopped the invocation; the margin covers clock skew.
+DEADLINE_GRACE_S = 30.0
+
+
+class SessionState(str, enum.Enum):
+    """Where a session is in its life; the values appear in the API."""
+
+    WAITING = "waiting"  # an invocation waits for a debugger
+    ARMED = "armed"  # a debugger waits for an invocation
+    PAIRED = "paired"  # both are here; debug bytes flow
+    CLOSED = "closed"  # over; kept by nobody
+
+
+class Side(str, enum.Enum):
+    """Which end of a session a connection is."""
+
+    LAMBDA = "lambda"
+    DEBUGGER = "debugger"
+
+
+class Peer(Protocol):
+    """One connection as the registry sees it; the WebSocket handler is one."""
+
+    #: Remote address for log lines.
+    address: str
+
+    def send_control(self, message: Message) -> None:
+        """Queue a control message (a text frame) for the remote end."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with a close code and a reason (no secrets)."""
+
+
+class Session:
+    """One invocation and its debugger, as far as they have arrived."""
+
+    def __init__(self, function_id: str, state: SessionState, now: float) -> None:
+        self.function_id = function_id
+        self.state = state
+        #: Unix time the session was created and entered its current state.
+        self.created = now
+        self.since = now
+        self.lambda_peer: Optional[Peer] = None
+        self.debugger_peer: Optional[Peer] = None
+        #: What the Lambda announced; ``None`` while only a debugger is here.
+        self.invocation: Optional[Invocation] = None
+        #: Bytes relayed in each direction, as reported by the handlers.
+        self.bytes_to_debugger = 0
+        self.bytes_to_lambda = 0
+
+    @property
+    def request_id(self) -> Optional[str]:
+        return self.invocation.request_id if self.invocation else None
+
+    def __repr__(self) -> str:
+        return "Session[%s/%s]" % (self.function_id, self.request_id or "-")
+
+    def side_of(self, peer: Peer) -> Optional[Side]:
+        """Return which side ``peer`` is in this session, if any."""
+        if peer is self.lambda_peer:
+            return Side.LAMBDA
+        if peer is self.debugger_peer:
+            return Side.DEBUGGER
+        return None
+
+    def partner(self, peer: Peer) -> Optional[Peer]:
+        """Return the other side of ``peer`` once paired, else ``None``."""
+        if self.state is not SessionState.PAIRED:
+            return None
+        side = self.side_of(peer)
+        if side is Side.LAMBDA:
+            return self.debugger_peer
+        if side is Side.DEBUGGER:
+            return self.lambda_peer
+        return None
+
+    def record_relayed(self, sender: Peer, nbytes: int) -> None:
+        """Count ``nbytes`` of debug stream that ``sender`` sent to its partner."""
+        side = self.side_of(sender)
+        if side is Side.LAMBDA:
+            self.bytes_to_debugger += nbytes
+        elif side is Side.DEBUGGER:
+            self.bytes_to_lambda += nbytes
+
+    def to_dict(self) -> dict:
+        """Return the plain-data view used by ``GET /api/sessions``."""
+        invocation = self.invocation
+        return {
+            "function_id": self.function_id,
+            "state": self.state.value,
+            "request_id": invocation.request_id if invocation else None,
+            "deadline_ms": invocation.deadline_ms if invocation else None,
+            "function_name": invocation.function_name if invocation else None,
+            "runtime": invocation.runtime if invocation else None,
+            "since": self.since,
+            "bytes_to_debugger": self.bytes_to_debugger,
+            "bytes_to_lambda": self.bytes_to_lambda,
+        }
+
+    def log_fields(self) -> dict:
+        """Return the fields that name this session in log lines."""
+        return {"function_id": self.function_id, "request_id": self.request_id}
+
+
+class Registry:
+    """All sessions of one broker, keyed by function ID.
+
+    The handlers report arrivals and departures; the registry pairs, tells
+    peers (``send_control``/``close``) and keeps the counts. Peer calls happen
+    after the registry's own state is updated, so a peer that reports back
+    from inside one of them finds a consistent registry.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int = 1000,
+        max_sessions_per_function: int = 100,
+        pairing_timeout_s: float = 900.0,
+        wait_grace_s: float = WAIT_GRACE_S,
+        deadline_grace_s: float = DEADLINE_GRACE_S,
+    ) -> None:
+        self.max_sessions = max_sessions
+        self.max_sessions_per_function = max_sessions_per_function
+        self.pairing_timeout_s = pairing_timeout_s
+        self.wait_grace_s = wait_grace_s
+        self.deadline_grace_s = deadline_grace_s
+        #: Sessions of each function ID in arrival order (oldest first).
+        self._by_function: Dict[str, List[Session]] = {}
+        self._by_peer: Dict[Peer, Session] = {}
+        self._count = 0
+
+    @classmethod
+    def from_config(cls, config) -> "Registry":
+        """Build a registry with the limits of a :class:`BrokerConfig`."""
+        return cls(
+            max_sessions=config.max_sessions,
+            max_sessions_per_function=config.max_sessions_per_function,
+            pairing_timeout_s=config.pairing_timeout_s,
+        )
+
+    def __len__(self) -> int:
+        return self._count
+
+    def session_of(self, peer: Peer) -> Optional[Session]:
+        """Return the session ``peer`` belongs to, if it is still open."""
+        return self._by_peer.get(peer)
+
+    def sessions(self, function_id: Optional[str] = None) -> List[Session]:
+        """Return open sessions, oldest first, of one function ID or all."""
+        if function_id is not None:
+            return list(self._by_function.get(function_id, ()))
+        return [s for group in self._by_function.values() for s in group]
+
+    # Arrivals and departures ---------------------------------------------
+
+    def lambda_arrived(self, peer: Peer, function_id: str, invocation: Invocation, now: float) -> Optional[Session]:
+        """Register an invocation that announced itself.
+
+        Pairs it with the oldest armed debugger of ``function_id``, or lets it
+        wait. Returns its session, or ``None`` if it was closed: a limit
+        refused it (``TOO_MANY_SESSIONS``) or it has no time to wait
+        (``wait_ms`` 0) and no debugger is armed (``NOT_WAITING``).
+        """
+        self._check_new(peer)
+        session = self._oldest(function_id, SessionState.ARMED)
+        if session is not None:
+            session.lambda_peer = peer
+            session.invocation = invocation
+            self._by_peer[peer] = session
+            self._pair(session, now)
+            return session
+        if not invocation.wait_ms:
+            # A proxy with no time to wait pairs only with an armed debugger;
+            # it learns at once that none is there.
+            self._call(peer, "close", CloseCode.NOT_WAITING, "no debugger armed")
+            return None
+        if not self._room_for(function_id, peer, Side.LAMBDA, invocation.request_id):
+            return None
+        session = self._add(function_id, SessionState.WAITING, now)
+        session.lambda_peer = peer
+        session.invocation = invocation
+        self._by_peer[peer] = session
+        log_event(
+            "lambda_waiting",
+            peer=peer.address,
+            function_name=invocation.function_name,
+            wait_ms=invocation.wait_ms,
+            deadline_ms=invocation.deadline_ms,
+            **session.log_fields(),
+        )
+        return session
+
+    def debugger_arrived(self, peer: Peer, function_id: str, now: float) -> Optional[Session]:
+        """Register a debugger for ``function_id``.
+
+        Pairs it with the oldest waiting invocation, or arms it and sends it
+        ``Armed`` with the time the pairing timeout will end the wait. Returns
+        its session, or ``None`` if a limit refused it.
+        """
+        self._check_new(peer)
+        session = self._oldest(function_id, SessionState.WAITING)
+        if session is not None:
+            session.debugger_peer = peer
+            self._by_peer[peer] = session
+            self._pair(session, now)
+            return session
+        if not self._room_for(function_id, peer, Side.DEBUGGER, None):
+            return None
+        session = self._add(function_id, SessionState.ARMED, now)
+        session.debugger_peer = peer
+        self._by_peer[peer] = session
+        log_event("debugger_armed", peer=peer.address, **session.log_fields())
+        expires_ms = int((now + self.pairing_timeout_s) * 1000)
+        self._call(peer, "send_control", Armed(function_id=function_id, expires_ms=expires_ms))
+        return session
+
+    def peer_left(self, peer: Peer, close_code: Optional[int] = None) -> None:
+        """Report that ``peer``'s connection closed; close its partner.
+
+        Args:
+            peer: the connection that went away. Unknown peers are ignored, so
+                calling this for connections the registry closed is harmless.
+            close_code: the code the peer closed with, if any. A Lambda side
+                that closes with ``INVOCATION_DONE`` ends the debugger's session
+                with the same code; anything else is ``PEER_GONE``.
+        """
+        session = self._by_peer.get(peer)
+        if session is None:
+            return
+        side = session.side_of(peer)
+        if session.state is not SessionState.PAIRED:
+            # Nobody else to tell: the waiting side simply goes away.
+            self._end(session, None, "%s side left before pairing" % side.value, leaver=peer)
+        elif side is Side.LAMBDA and close_code == CloseCode.INVOCATION_DONE:
+            self._end(session, CloseCode.INVOCATION_DONE, "invocation finished", leaver=peer)
+        elif side is Side.LAMBDA:
+            self._end(session, CloseCode.PEER_GONE, "lambda side disconnected", leaver=peer)
+        else:
+            self._end(session, CloseCode.PEER_GONE, "debugger disconnected", leaver=peer)
+
+    # Housekeeping ---------------------------------------------------------
+
+    def reap(self, now: float) -> List[Session]:
+        """End sessions that waited too long; return them.
+
+        * armed debuggers older than ``pairing_timeout_s``: ``PAIRING_TIMEOUT``;
+        * waiting invocations past ``wait_ms`` plus grace, or past their
+          deadline: ``NOT_WAITING``;
+        * paired sessions well past the invocation's deadline (Lambda has
+          stopped the invocation; the connection is a leftover): ``INVOCATION_DONE``.
+        """
+        expired = []
+        for session in self.sessions():
+            verdict = self._expiry(session, now)
+            if verdict is not None:
+                expired.append((session, verdict))
+        for session, (code, reason) in expired:
+            log_event(
+                "reaped",
+                state=session.state,
+                code=int(code),
+                reason=reason,
+                age_s=now - session.created,
+                **session.log_fields(),
+            )
+            self._end(session, code, reason)
+        return [session for session, _ in expired]
+
+    def _expiry(self, session: Session, now: float) -> Optional[Tuple[CloseCode, str]]:
+        invocation = session.invocation
+        if session.state is SessionState.ARMED:
+            if now - session.since >= self.pairing_timeout_s:
+                return CloseCode.PAIRING_TIMEOUT, "no invocation arrived within %d s" % self.pairing_timeout_s
+        elif session.state is SessionState.WAITING:
+            if invocation.deadline_ms and now * 1000 >= invocation.deadline_ms:
+                return CloseCode.NOT_WAITING, "invocation deadline passed before a debugger came"
+            if now - session.since >= invocation.wait_ms / 1000 + self.wait_grace_s:
+                return CloseCode.NOT_WAITING, "invocation stopped waiting for a debugger"
+        elif session.state is SessionState.PAIRED:
+            if invocation.deadline_ms and now * 1000 >= invocation.deadline_ms + self.deadline_grace_s * 1000:
+                return CloseCode.INVOCATION_DONE, "invocation deadline passed"
+        return None
+
+    def close_all(self, code: int, reason: str) -> None:
+        """End every session, closing both sides (the broker is going away)."""
+        for session in self.sessions():
+            self._end(session, code, reason)
+
+    def snapshot(self) -> List[dict]:
+        """Return every open session as plain data, oldest first."""
+        return [session.to_dict() for session in sorted(self.sessions(), key=lambda s: s.created)]
+
+    # Internals ------------------------------------------------------------
+
+    def _check_new(self, peer: Peer) -> None:
+        if peer in self._by_peer:
+            raise ValueError("%r is already in %r" % (peer, self._by_peer[peer]))
+
+    def _oldest(self, function_id: str, state: SessionState) -> Optional[Session]:
+        for session in self._by_function.get(function_id, ()):
+            if session.state is state:
+                return session
+        return None
+
+    def _room_for(self, function_id: str, peer: Peer, side: Side, request_id: Optional[str]) -> bool:
+        """Check the limits before a new session; refuse ``peer`` if full."""
+        if self._count >= self.max_sessions:
+            reason = "broker holds %d sessions, its limit; retry later or raise --max-sessions" % self.max_sessions
+        elif len(self._by_function.get(function_id, ())) >= self.max_sessions_per_function:
+            reason = (
+                "function ID has %d sessions, the limit; end some or raise --max-sessions-per-function"
+                % self.max_sessions_per_function
+            )
+        else:
+            return True
+        log_event(
+            "limit_hit",
+            logging.WARNING,
+            side=side,
+            function_id=function_id,
+            request_id=request_id,
+            peer=peer.address,
+            sessions=self._count,
+            code=int(CloseCode.TOO_MANY_SESSIONS),
+            reason=reason,
+        )
+        self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
+        return False
+
+    def _add(self, function_id: str, state: SessionState, now: float) -> Session:
+        session = Session(function_id, state, now)
+        self._by_function.setdefault(function_id, []).append(session)
+        self._count += 1
+        return session
+
+    def _pair(self, session: Session, now: float) -> None:
+        waited = now - session.since
+        session.state = SessionState.PAIRED
+        session.since = now
+        invocation = session.invocation
+        message = Paired(
+            function_id=session.function_id,
+            request_id=invocation.request_id,
+            deadline_ms=invocation.deadline_ms,
+            function_name=invocation.function_name,
+            runtime=invocation.runtime,
+        )
+        log_event(
+            "paired",
+            lambda_peer=session.lambda_peer.address,
+            debugger_peer=session.debugger_peer.address,
+            waited_s=waited,
+            **session.log_fields(),
+        )
+        self._call(session.lambda_peer, "send_control", message)
+        self._call(session.debugger_peer, "send_control", message)
+
+    def _end(self, session: Session, code: Optional[int], reason: str, leaver: Optional[Peer] = None) -> None:
+        """Forget ``session``, then close its peers other than ``leaver``."""
+        if session.state is SessionState.CLOSED:
+            return
+        group = self._by_function.get(session.function_id, [])
+        group.remove(session)
+        if not group:
+            del self._by_function[session.function_id]
+        self._count -= 1
+        peers = [p for p in (session.lambda_peer, session.debugger_peer) if p is not None]
+        for peer in peers:
+            self._by_peer.pop(peer, None)
+        was_paired = session.state is SessionState.PAIRED
+        session.state = SessionState.CLOSED
+        log_event(
+            "session_closed",
+            code=int(code) if code is not None else None,
+            reason=reason,
+            was_paired=was_paired,
+            bytes_to_debugger=session.bytes_to_debugger,
+            bytes_to_lambda=session.bytes_to_lambda,
+            **session.log_fields(),
+        )
+        if code is None:
+            return
+        for peer in peers:
+            if peer is not leaver:
+                self._call(peer, "close", code, reason)
+
+    def _call(self, peer: Peer, method: str, *args) -> None:
+        # One broken connection must not stop the registry from telling the
+        # others, nor fail the callback of the connection that triggered this.
+        try:
+            getattr(peer, method)(*args)
+        except Exception:
+            logger.exception("event=peer_error method=%s peer=%s", method, getattr(peer, "address", "?"))
