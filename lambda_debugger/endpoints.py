@@ -38,11 +38,17 @@ def tune_socket(sock: socket.socket) -> None:
 
 
 class SocketEndpoint:
-    """A connected TCP socket carrying the raw DAP byte stream."""
+    """A connected TCP socket carrying the raw DAP byte stream.
 
-    def __init__(self, sock: socket.socket, name: str):
+    ``quick_ack`` acknowledges every read at once (Linux): debugpy writes a
+    DAP header and its body in two sends without TCP_NODELAY, so the body
+    otherwise waits ~40 ms for our delayed ACK of the header.
+    """
+
+    def __init__(self, sock: socket.socket, name: str, *, quick_ack: bool = False):
         self.sock = sock
         self.name = name
+        self.quick_ack = quick_ack and hasattr(socket, "TCP_QUICKACK")
         tune_socket(sock)
         if sock.gettimeout() is None:
             sock.settimeout(IO_TIMEOUT_S)
@@ -56,6 +62,8 @@ class SocketEndpoint:
 
     def read(self) -> Optional[bytes]:
         data = self.sock.recv(CHUNK_BYTES)
+        if self.quick_ack and data:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         return data or None
 
     def frame(self, data: bytes) -> bytes:

@@ -1,0 +1,3 @@
+from lambda_debugger.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The callable that takes the handler's place.
+
+This module's file name matters: the Lambda runtime drops the leading
+traceback entries whose file ends in ``/bootstrap.py`` (its own) before it
+reports ``stackTrace``. Every frame of ours that an exception can pass
+through lives here, so an error reaches the runtime with exactly the
+handler's frames, as it would without this package.
+"""
+
+import functools
+import logging
+
+log = logging.getLogger("lambda_debugger")
+
+
+def make_proxy(handler, config):
+    """Wrap ``handler`` so that each invocation may be debugged.
+
+    The proxy keeps the handler's name and docstring, and exposes the
+    original as ``__wrapped__``.
+    """
+
+    @functools.wraps(handler)
+    def lambda_debugger_proxy(event, context):
+        session, outcome = _debug(config, handler, event, context)
+        if outcome is None:
+            return handler(event, context)
+        if outcome.kind == "value":
+            return outcome.value
+        if outcome.kind == "json":
+            return _raw_json(outcome.value)
+        if outcome.kind == "error":
+            from lambda_debugger import errors
+
+            raise errors.rebuild(outcome.error)
+        from lambda_debugger import errors
+
+        raise errors.exit_error(session.request_id, outcome.exitcode)
+
+    lambda_debugger_proxy.lambda_debugger_config = config
+    return lambda_debugger_proxy
+
+
+def _debug(config, handler, event, context):
+    """Run the debug session; any fault of ours means "run it here"."""
+    from lambda_debugger.proxy import DebugSession
+
+    session = None
+    try:
+        session = DebugSession(config, handler, event, context)
+        return session, session.run()
+    except Exception:
+        # DebugSession.run handles faults after the handler started itself,
+        # so the handler has not run yet and may run here.
+        log.exception("debug session failed; the handler runs normally")
+        return session, None
+
+
+def _raw_json(text):
+    """A value the runtime's JSON encoder writes out verbatim."""
+    try:
+        from simplejson import RawJSON
+    except ImportError:
+        import json
+
+        return json.loads(text)
+    return RawJSON(text)

@@ -1,0 +1,159 @@
+"""The child process: the handler under debugpy, one invocation per child.
+
+The proxy forks the child at the moment a debugger is paired, so the child
+starts as an exact copy of the Lambda process: the handler module's globals,
+the runtime's logging set-up and log sink, ``_X_AMZN_TRACE_ID`` and the
+invocation's real ``LambdaContext`` (whose ``get_remaining_time_in_millis()``
+reads the absolute deadline, so it stays exact). Nothing of that has to be
+rebuilt or pickled. Only results travel back, over a ``multiprocessing.Pipe``
+(AWS Lambda has no /dev/shm, so no Queue, Lock or Manager).
+
+Messages on the pipe, child -> proxy, in this order:
+
+* ``("ready", port)``: debugpy listens on 127.0.0.1:port, or
+  ``("failed", reason)``: it could not start (the proxy runs the handler);
+* ``("configured",)``: the debugger finished configuring; the child then
+  waits for the proxy's ``"go"`` (proxy -> child) and runs the handler;
+* then one of ``("result", value)``, ``("result_json", text)`` (a value that
+  pickle cannot carry, already marshalled by the runtime's marshaller) or
+  ``("error", RemoteError)``.
+
+A child that dies sends nothing more; the proxy sees its exit status.
+"""
+
+import io
+import logging
+import os
+import pickle
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+log = logging.getLogger("lambda_debugger.child")
+
+Frame = Tuple[str, int, str, str]
+
+
+@dataclass
+class RemoteError:
+    """An exception raised by the handler in the child, ready to re-raise.
+
+    Attributes:
+        type_name / module: the exception class's ``__name__`` and module.
+        message: ``str(exception)``, the runtime's ``errorMessage``.
+        frames: the handler's traceback as (file, line, function, text).
+        pickled: the exception itself when pickle can carry it, else None.
+    """
+
+    type_name: str
+    module: str
+    message: str
+    frames: List[Frame]
+    pickled: Optional[bytes] = None
+
+    @classmethod
+    def capture(cls, exc: BaseException, tb) -> "RemoteError":
+        frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)]
+        try:
+            pickled = pickle.dumps(exc)
+            pickle.loads(pickled)
+        except Exception:
+            pickled = None
+        return cls(type(exc).__name__, type(exc).__module__, str(exc), frames, pickled)
+
+
+def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()) -> None:
+    """Entry point of the forked child. Never returns an exception: every
+    outcome is reported on ``conn`` or by the exit status."""
+    for sock in close_fds:  # the parent's broker connection is not ours
+        try:
+            sock.close()
+        except Exception:
+            pass
+    try:
+        port = _start_debugpy(debug_logs)
+    except Exception as exc:
+        conn.send(("failed", "debugpy could not start: %s: %s" % (type(exc).__name__, exc)))
+        return
+    conn.send(("ready", port))
+    import debugpy
+
+    debugpy.wait_for_client()
+    conn.send(("configured",))
+    try:
+        if conn.recv() != "go":
+            return
+    except (EOFError, OSError):  # the proxy gave up on this session
+        return
+    try:
+        value = handler(event, context)
+    except Exception as exc:
+        # Drop this frame: the runtime would show only the handler's frames.
+        conn.send(("error", RemoteError.capture(exc, exc.__traceback__.tb_next)))
+        return
+    _send_result(conn, value)
+
+
+def _send_result(conn, value) -> None:
+    try:
+        data = pickle.dumps(("result", value))
+    except Exception:
+        data = None
+    if data is not None:
+        conn.send_bytes(data)
+        return
+    # A value pickle cannot carry: marshal it here exactly as the runtime
+    # would, and let the proxy hand the JSON text over verbatim.
+    try:
+        from awslambdaric.lambda_runtime_marshaller import to_json
+
+        conn.send(("result_json", to_json(value)))
+    except Exception as exc:
+        fault = _marshal_fault(exc)
+        conn.send(("error", RemoteError.capture(fault, None)))
+
+
+def _marshal_fault(exc: Exception) -> Exception:
+    try:
+        from awslambdaric.lambda_runtime_exception import FaultException
+
+        return FaultException(FaultException.MARSHAL_ERROR, "Unable to marshal response: %s" % exc)
+    except ImportError:
+        return TypeError("Unable to marshal response: %s" % exc)
+
+
+def _start_debugpy(debug_logs: bool) -> int:
+    """Import debugpy and listen on a free loopback port; return the port.
+
+    debugpy's own start-up warnings go to the function's log only when
+    ``DEBUGGER_LOG_LEVEL=debug``.
+    """
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    saved_stderr = sys.stderr
+    if not debug_logs:
+        sys.stderr = io.StringIO()
+    try:
+        import debugpy
+
+        _, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
+        _hide_package_frames()
+    finally:
+        sys.stderr = saved_stderr
+    return port
+
+
+def _hide_package_frames() -> None:
+    """Keep stepping inside the user's code: never stop in this package."""
+    try:
+        import debugpy
+        import pydevd
+        from _pydevd_bundle.pydevd_api import PyDevdAPI
+
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+        debugpy_dir = os.path.dirname(os.path.abspath(debugpy.__file__))
+        PyDevdAPI().set_dont_trace_start_end_patterns(
+            pydevd.get_global_debugger(), (package_dir, debugpy_dir), ("debugpy_launcher.py",)
+        )
+    except Exception:  # a private API; stepping into us is only a nuisance
+        log.debug("could not hide the package's frames from the debugger", exc_info=True)

@@ -1,0 +1,340 @@
+"""One invocation's debug session, on the Lambda side.
+
+:meth:`DebugSession.run` dials the broker, announces the invocation, waits
+for a debugger, forks the child that runs the handler under debugpy and
+relays the child's DAP stream to the broker. It returns an :class:`Outcome`
+(the handler's result, error or exit) or None, which means "no debugger, or
+the debug path failed before the handler started: run the handler here".
+
+Once the child has started the handler, the session never returns None: the
+handler must not run twice.
+"""
+
+import logging
+import multiprocessing
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for
+from typing import Any, Optional
+
+from lambda_debugger import child, dap, protocol, relay
+from lambda_debugger.config import LambdaConfig, wait_budget_ms
+from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
+
+log = logging.getLogger("lambda_debugger")
+
+#: After a failed connection to the broker, skip debugging for this long, so
+#: a dead broker costs one connect timeout, not one per invocation.
+BROKER_RETRY_AFTER_S = 10.0
+
+#: How long the handler's last DAP output may take to reach the debugger.
+DRAIN_S = 1.0
+
+
+@dataclass
+class Outcome:
+    """What the handler did in the child.
+
+    ``kind`` is ``value`` (``value`` holds the return value), ``json``
+    (``value`` holds the runtime-marshalled JSON text), ``error``
+    (``error`` holds a :class:`child.RemoteError`) or ``exit`` (the child
+    died with ``exitcode``).
+    """
+
+    kind: str
+    value: Any = None
+    error: Optional[child.RemoteError] = None
+    exitcode: Optional[int] = None
+
+
+class _Breaker:
+    """Remembers a broker failure so the next invocations skip it a while."""
+
+    until = 0.0
+
+    def open(self) -> bool:
+        return time.monotonic() < self.until
+
+    def trip(self) -> None:
+        self.until = time.monotonic() + BROKER_RETRY_AFTER_S
+
+
+broker_breaker = _Breaker()
+
+
+class DebugSession:
+    """The debug attempt of one invocation.
+
+    Attributes:
+        started: the child has started the handler; from then on the
+            outcome must come from the child.
+        outcome: what the handler did, once the child reported it.
+    """
+
+    def __init__(self, config: LambdaConfig, handler, event, context):
+        self.config = config
+        self.handler = handler
+        self.event = event
+        self.context = context
+        self.request_id = getattr(context, "aws_request_id", "") or ""
+        self.started = False
+        self.outcome: Optional[Outcome] = None
+        self.process = None
+        self.conn = None
+        self.broker: Optional[WebSocketEndpoint] = None
+        self.debugpy: Optional[SocketEndpoint] = None
+        self.debugpy_port = 0
+
+    def __repr__(self) -> str:
+        return "Session[%s/%s]" % (self.config.function_id, self.request_id)
+
+    # The phases --------------------------------------------------------
+
+    def run(self) -> Optional[Outcome]:
+        """Debug the invocation; see the module docstring for the result."""
+        remaining_ms = int(self.context.get_remaining_time_in_millis())
+        budget_ms = wait_budget_ms(self.config.wait_max_ms, remaining_ms)
+        # The handler must start by this time to keep its guaranteed share.
+        latest_start = time.monotonic() + (
+            remaining_ms - max(1000, remaining_ms // 10)
+        ) / 1000.0
+        if latest_start <= time.monotonic():
+            log.info("%r: %d ms left, too little to wait for a debugger", self, remaining_ms)
+            return None
+        if broker_breaker.open():
+            log.debug("%r: broker failed recently; not trying it yet", self)
+            return None
+        try:
+            paired = self._wait_for_debugger(budget_ms, latest_start)
+            if paired is None:
+                return None
+            log.info(
+                "%r: debugger attached; running the handler under debugpy (%.1f s left)",
+                self, self.context.get_remaining_time_in_millis() / 1000.0,
+            )
+            if not self._start_child(latest_start):
+                return None
+            return self._relay_until_done(latest_start)
+        except Exception:
+            if not self.started:
+                raise
+            log.exception("%r: the relay failed; the handler runs on without the debugger", self)
+            return self.wait_without_relay()
+        finally:
+            self._cleanup()
+
+    def _wait_for_debugger(self, budget_ms: int, latest_start: float) -> Optional[protocol.Paired]:
+        timeout = min(self.config.connect_timeout_s, max(0.05, latest_start - time.monotonic()))
+        try:
+            import websocket  # websocket-client, loaded only when a session starts
+
+            ws = websocket.create_connection(
+                self.config.broker_url,
+                timeout=timeout,
+                header=protocol.bearer(self.config.auth_token),
+                enable_multithread=False,
+            )
+        except Exception as exc:
+            broker_breaker.trip()
+            log.warning(
+                "%r: broker unreachable (%s); running normally, next try in %d s",
+                self, describe_error(exc), BROKER_RETRY_AFTER_S,
+            )
+            return None
+        self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
+        self.broker.send_control(protocol.Invocation(
+            request_id=self.request_id,
+            deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
+            function_name=getattr(self.context, "function_name", None) or "",
+            runtime="python%d.%d" % sys.version_info[:2],
+            wait_ms=budget_ms,
+        ))
+        if budget_ms:
+            log.info("%r: waiting up to %.1f s for a debugger", self, budget_ms / 1000.0)
+        # With no wait budget, pair only with a debugger already armed: the
+        # broker answers at once either way.
+        wait_until = time.monotonic() + (budget_ms / 1000.0 if budget_ms else timeout)
+        while True:
+            left = wait_until - time.monotonic()
+            if left <= 0:
+                self.broker.close(protocol.CloseCode.NOT_WAITING, "no debugger attached in time")
+                log.info("%r: no debugger attached in time; running normally", self)
+                return None
+            ws.settimeout(left)
+            try:
+                message = self.broker.receive_control()
+            except (socket.timeout, TimeoutError, websocket.WebSocketTimeoutException):
+                continue
+            except Exception as exc:
+                log.warning("%r: broker connection failed (%s); running normally", self, describe_error(exc))
+                return None
+            if message is None:
+                code = self.broker.close_code
+                level = logging.INFO if code == protocol.CloseCode.NOT_WAITING else logging.WARNING
+                log.log(level, "%r: broker closed the connection: %s; running normally",
+                        self, describe_close(code, self.broker.close_reason))
+                return None
+            if isinstance(message, protocol.Paired):
+                return message
+            if isinstance(message, protocol.Notice):
+                self._on_notice(message)
+
+    def _start_child(self, latest_start: float) -> bool:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(
+            target=child.run,
+            args=(child_conn, self.handler, self.event, self.context),
+            kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.ws.sock,)},
+            name="lambda-debugger-child",
+            daemon=True,
+        )
+        with warnings.catch_warnings():
+            # Forking while user threads run is what Lambda's own fork-based
+            # tools do too; the warning would only clutter the log.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.process.start()
+        child_conn.close()
+        message = self._next_message(latest_start)
+        if not message or message[0] != "ready":
+            why = message[1] if message and message[0] == "failed" else "the child did not start"
+            log.warning("%r: %s; running normally", self, why)
+            return False
+        self.debugpy_port = message[1]
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.debugpy_port), timeout=5)
+        except OSError as exc:
+            log.warning("%r: cannot reach the child's debugpy (%s); running normally", self, exc)
+            return False
+        sock.settimeout(30)
+        self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
+        self.broker.ws.settimeout(30)
+        return True
+
+    def _relay_until_done(self, latest_start: float) -> Optional[Outcome]:
+        watch = (self.conn, self.process.sentinel)
+        pump = relay.Pump(self.broker, self.debugpy)
+        relaying = True
+        while True:
+            deadline = None if self.started else latest_start
+            if relaying:
+                result = pump.run(deadline=deadline, watch=watch)
+                if result.reason == relay.CLOSED:
+                    relaying = False
+                    self._debugger_left(result)
+                    continue
+                if result.reason == relay.DEADLINE:
+                    return self._give_up("the debugger did not finish attaching in time")
+            elif not wait_for(watch, None if deadline is None else max(0, deadline - time.monotonic())):
+                return self._give_up("the debugger left before the handler started")
+            outcome = self._poll_child(latest_start)
+            if outcome is None:
+                continue
+            if outcome == "fallback":
+                return None
+            if relaying:
+                # The handler's last output events are still on their way.
+                pump.run(deadline=time.monotonic() + DRAIN_S)
+                pump.flush(self.broker)
+            return outcome
+
+    # Helpers -----------------------------------------------------------
+
+    def _poll_child(self, latest_start: float = float("inf")):
+        """Read what the child reported. Returns an Outcome, "fallback" when
+        the child failed before the handler started, or None to go on."""
+        if self.conn.poll():
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                message = None
+            if message is not None:
+                kind = message[0]
+                if kind == "configured":
+                    if time.monotonic() > latest_start:
+                        log.warning("%r: the debugger finished attaching too late; running normally", self)
+                        return "fallback"
+                    # Decided here, not in the child, so that a session given
+                    # up by the proxy can never have started the handler.
+                    self.started = True
+                    self.conn.send("go")
+                    return None
+                if kind == "result":
+                    self.outcome = Outcome("value", value=message[1])
+                elif kind == "result_json":
+                    self.outcome = Outcome("json", value=message[1])
+                elif kind == "error":
+                    self.outcome = Outcome("error", error=message[1])
+                return self.outcome
+        if self.process.is_alive():
+            if not self.conn.poll():
+                time.sleep(0.005)  # only the pipe's EOF was seen; let the exit land
+            return None
+        exitcode = self.process.exitcode
+        if not self.started:
+            log.warning("%r: the child exited (status %s) before the handler started; running normally",
+                        self, exitcode)
+            return "fallback"
+        log.error("%r: the handler's process exited with status %s", self, exitcode)
+        self.outcome = Outcome("exit", exitcode=exitcode)
+        return self.outcome
+
+    def wait_without_relay(self) -> Outcome:
+        """After an unexpected fault of the relay: wait for the started
+        handler's outcome, without debugging it further."""
+        while True:
+            wait_for((self.conn, self.process.sentinel))
+            outcome = self._poll_child()
+            if isinstance(outcome, Outcome):
+                return outcome
+
+    def _next_message(self, until: float):
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or not wait_for((self.conn, self.process.sentinel), left):
+                return None
+            if self.conn.poll():
+                try:
+                    return self.conn.recv()
+                except (EOFError, OSError):
+                    return None
+            if not self.process.is_alive():
+                return None
+
+    def _debugger_left(self, result: relay.PumpResult) -> None:
+        # pump.run() already flushed what was queued for the side still open.
+        if result.endpoint is self.broker:
+            why = describe_close(self.broker.close_code, self.broker.close_reason)
+            log.info("%r: the debugger side left (%s); the handler runs on", self, why)
+        else:
+            log.info("%r: debugpy closed its connection", self)
+        self.debugpy.close()
+        self.broker.close(protocol.CloseCode.PEER_GONE, "relay ended")
+        if self.started and self.outcome is None:
+            released = dap.release_debuggee(self.debugpy_port)
+            log.info("%r: %s", self, "the handler was resumed" if released
+                     else "debugpy did not confirm the resume")
+
+    def _give_up(self, why: str) -> None:
+        log.warning("%r: %s; running normally", self, why)
+        return None
+
+    def _on_notice(self, message) -> None:
+        if isinstance(message, protocol.Notice):
+            log.info("%r: broker says: %s", self, message.message[:200])
+
+    def _cleanup(self) -> None:
+        if self.debugpy is not None:
+            self.debugpy.close()
+        if self.broker is not None:
+            self.broker.close(protocol.CloseCode.INVOCATION_DONE, "invocation finished")
+        if self.process is None or (self.started and self.outcome is None):
+            return  # never kill a handler that is running
+        if self.started:
+            self.process.join(DRAIN_S)  # it exits right after reporting
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(1)

@@ -1,0 +1,63 @@
+"""``lambda-debugger sessions``: what the broker holds now."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import List, Optional
+
+from lambda_debugger import protocol
+
+
+class SessionsError(Exception):
+    """The broker could not be asked; the message says why."""
+
+
+def api_url(broker: str, path: str = "/api/sessions") -> str:
+    """The HTTP(S) URL of ``path`` on the broker's debugger port."""
+    url = protocol.broker_url(broker, protocol.DEFAULT_DEBUGGER_PORT, path)
+    return "http" + url[2:]  # ws:// -> http://, wss:// -> https://
+
+
+def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, context=None) -> List[dict]:
+    """Return the broker's session list.
+
+    Raises:
+        SessionsError: unreachable broker, refused token or a bad answer.
+    """
+    try:
+        url = api_url(broker)
+    except protocol.ProtocolError as exc:
+        raise SessionsError(str(exc)) from None
+    request = urllib.request.Request(url, headers=protocol.bearer(token))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            data = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise SessionsError("the broker refused the debugger token (HTTP 401)") from None
+        raise SessionsError("the broker answered HTTP %d" % exc.code) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SessionsError("cannot reach the broker at %s: %s" % (url, getattr(exc, "reason", exc))) from None
+    except ValueError:
+        raise SessionsError("the broker's answer is not JSON") from None
+    sessions = data.get("sessions", data) if isinstance(data, dict) else data
+    if not isinstance(sessions, list):
+        raise SessionsError("the broker's answer has no session list")
+    return sessions
+
+
+def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
+    """A table of sessions for the terminal."""
+    if not sessions:
+        return "no sessions"
+    now = time.time() if now is None else now
+    rows = [("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT")]
+    for s in sessions:
+        deadline = s.get("deadline_ms") or 0
+        left = "%.0f s" % max(0, deadline / 1000.0 - now) if deadline else "-"
+        age = "%.0f s" % max(0, now - s["since"]) if s.get("since") else "-"
+        rows.append((str(s.get("function_id", "")), str(s.get("state", "")), str(s.get("request_id") or "-"),
+                     str(s.get("function_name") or "-"), age, left))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
