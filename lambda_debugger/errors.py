@@ -14,19 +14,6 @@ from typing import Optional
 
 from lambda_debugger.child import RemoteError
 
-#: How Lambda names a runtime killed by a signal (Go's signal strings).
-_SIGNAL_NAMES = {
-    signal.SIGKILL: "killed",
-    signal.SIGSEGV: "segmentation fault",
-    signal.SIGABRT: "aborted",
-    signal.SIGTERM: "terminated",
-    signal.SIGBUS: "bus error",
-    signal.SIGFPE: "floating point exception",
-    signal.SIGILL: "illegal instruction",
-    signal.SIGINT: "interrupt",
-}
-
-
 def rebuild(remote: RemoteError) -> BaseException:
     """Return an exception equal to the child's, with the handler's frames.
 
@@ -41,15 +28,19 @@ def rebuild(remote: RemoteError) -> BaseException:
 
 def exit_error(request_id: str, exitcode: Optional[int]) -> BaseException:
     """The ``Runtime.ExitError`` Lambda reports when the runtime process dies."""
-    if exitcode is not None and exitcode < 0:
-        try:
-            how = "signal: " + _SIGNAL_NAMES.get(-exitcode, signal.Signals(-exitcode).name)
-        except ValueError:
-            how = "signal: %d" % -exitcode
-    else:
-        how = "exit status %s" % exitcode
-    message = "RequestId: %s Error: Runtime exited with error: %s" % (request_id, how)
+    message = "RequestId: %s Error: Runtime exited with error: %s" % (request_id, describe_exit(exitcode))
     return named_exception("Runtime.ExitError", message, "lambda_debugger")
+
+
+def describe_exit(exitcode: Optional[int]) -> str:
+    """How Lambda words a process exit: ``exit status 3``, ``signal: killed``."""
+    if exitcode is None or exitcode >= 0:
+        return "exit status %s" % exitcode
+    try:
+        name = signal.strsignal(-exitcode)
+    except ValueError:
+        name = None
+    return "signal: " + (name.lower() if name else str(-exitcode))
 
 
 def named_exception(type_name: str, message: str, module: str = "builtins") -> BaseException:

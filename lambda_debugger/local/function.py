@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import IO, Any, Mapping, Optional, Union
 
+from lambda_debugger.errors import describe_exit
+
 from .runtime_api import InvocationResult, RuntimeAPI
 
 logger = logging.getLogger("lambda_debugger.local")
@@ -32,17 +34,6 @@ _SCRUBBED_VARIABLES = (
 
 _TERMINATE_WAIT_S = 2.0
 _KILL_WAIT_S = 5.0
-
-
-def describe_exit(returncode: int) -> str:
-    """How Lambda words a runtime exit: ``exit status 3``, ``signal: killed``."""
-    if returncode >= 0:
-        return "exit status %d" % returncode
-    try:
-        name = signal.strsignal(-returncode)
-    except ValueError:
-        name = None
-    return "signal: " + (name.lower() if name else str(-returncode))
 
 
 class LocalFunction:
@@ -176,6 +167,9 @@ class LocalFunction:
             stdin=subprocess.DEVNULL,
             stdout=self.stdout,
             stderr=self.stderr,
+            # Its own process group: a sandbox is stopped with everything it
+            # started (such as a debug child), as Lambda does.
+            start_new_session=True,
         )
         logger.info("Started runtime pid %d for %s", process.pid, self.handler)
         return process
@@ -192,20 +186,26 @@ class LocalFunction:
         """Stop the current process; Lambda kills a used-up sandbox outright."""
         with self._proc_lock:
             process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        if not kill_now:
-            process.terminate()
+        if process.poll() is None and not kill_now:
+            _signal_group(process, signal.SIGTERM)
             try:
                 process.wait(_TERMINATE_WAIT_S)
-                return
             except subprocess.TimeoutExpired:
                 pass
-        process.kill()
+        _signal_group(process, signal.SIGKILL)  # also what the runtime left behind
         try:
             process.wait(_KILL_WAIT_S)
         except subprocess.TimeoutExpired:
             logger.warning("Runtime pid %d did not exit after SIGKILL", process.pid)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _python_version(python: str) -> str:

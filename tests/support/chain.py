@@ -1,0 +1,231 @@
+"""Real processes for end-to-end tests: broker, attach bridge, Lambda runtime.
+
+Every process is started on 127.0.0.1 with free ports and stopped by PID by
+the fixture that started it, whatever the test's outcome.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from lambda_debugger.local.function import LocalFunction
+from tests.support.dap_client import DapClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+LAMBDA_TOKEN = "lambda-token-Zq8v"
+DEBUGGER_TOKEN = "debugger-token-Xw3k"
+
+#: A handler module used by the end-to-end tests; ``# BREAK`` marks the line
+#: the debugger stops at.
+HANDLER_SOURCE = '''\
+import json
+import logging
+import os
+import sys
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+
+class OrderError(Exception):
+    pass
+
+
+def handler(event, context):
+    items = event["items"]  # BREAK
+    total = sum(item["price"] for item in items)
+    print("stdout line from", context.aws_request_id)
+    sys.stderr.write("stderr line\\n")
+    logger.info("logged total %s", total)
+    return {"total": total, "text": "h\\u00e9llo \\u2603", "float": 0.1 + 0.2, "nested": [1, {"a": None}]}
+
+
+def fail(event, context):
+    def check(order):
+        raise OrderError("order %s is invalid" % order)
+    check(event["order"])
+
+
+def crash(event, context):
+    sys.stdout.flush()
+    os._exit(int(event.get("status", 3)))
+
+
+def describe(event, context):
+    ident, cc = context.identity, context.client_context
+    return {
+        "aws_request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "invoked_function_arn": context.invoked_function_arn,
+        "memory_limit_in_mb": context.memory_limit_in_mb,
+        "memory_type": type(context.memory_limit_in_mb).__name__,
+        "log_group_name": context.log_group_name,
+        "log_stream_name": context.log_stream_name,
+        "tenant_id": context.tenant_id,
+        "cognito_identity_id": ident.cognito_identity_id,
+        "custom": cc.custom if cc is not None else None,
+        "trace_id": os.environ.get("_X_AMZN_TRACE_ID"),
+        "deadline_ms": context._epoch_deadline_time_in_ms,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "pid": os.getpid(),
+    }
+
+
+import lambda_debugger  # noqa: E402,F401
+'''
+
+EVENT = {"items": [{"price": 1}, {"price": 2}, {"price": 3}]}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def break_line(path: str) -> int:
+    with open(path) as source:
+        return next(i for i, line in enumerate(source, 1) if "# BREAK" in line)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate, then kill, a process we started; by PID, bounded."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class BrokerProcess:
+    """``python -m broker_server`` on free loopback ports."""
+
+    def __init__(self, log_path: str):
+        self.lambda_port, self.debugger_port = free_port(), free_port()
+        self.log_path = log_path
+        env = dict(os.environ, BROKER_LAMBDA_TOKEN=LAMBDA_TOKEN, BROKER_DEBUGGER_TOKEN=DEBUGGER_TOKEN)
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "broker_server", "--host", "127.0.0.1",
+             "--lambda-port", str(self.lambda_port), "--debugger-port", str(self.debugger_port)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+        )
+        wait_until(self._healthy, 15, "the broker's /healthz")
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError("broker exited: " + open(self.log_path).read())
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.debugger_port, timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def sessions(self) -> list:
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/api/sessions" % self.debugger_port,
+            headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_for_state(self, state: str, count: int = 1, timeout: float = 15) -> list:
+        def found():
+            matching = [s for s in self.sessions() if s["state"] == state]
+            return matching if len(matching) >= count else None
+
+        return wait_until(found, timeout, "%d %s session(s)" % (count, state))
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+
+
+class BridgeProcess:
+    """``lambda-debugger attach`` listening on a free loopback port."""
+
+    def __init__(self, broker: BrokerProcess, log_path: str, function_id: str = "orders",
+                 token: str = DEBUGGER_TOKEN, once: bool = True):
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        env = dict(os.environ, BROKER_DEBUGGER_TOKEN=token)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lambda_debugger", "attach", function_id,
+             "--broker", "127.0.0.1:%d" % broker.debugger_port, "--listen", "127.0.0.1:%d" % self.port]
+            + (["--once"] if once else []),
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+        )
+
+    def output(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()
+
+    def connect(self, timeout: float = 10) -> DapClient:
+        return DapClient.connect("127.0.0.1", self.port, timeout=timeout)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+
+
+class Function:
+    """A handler module in ``task_root`` run by the real runtime client."""
+
+    def __init__(self, task_root: str, handler: str = "app.handler", *, broker=None, env=None,
+                 timeout_s: float = 60.0, source: str = HANDLER_SOURCE, function_id: str = "orders"):
+        self.task_root = str(task_root)
+        self.path = os.path.join(self.task_root, handler.rpartition(".")[0] + ".py")
+        with open(self.path, "w") as module:
+            module.write(source)
+        self.log_path = os.path.join(self.task_root, "function-%s.log" % handler.replace(".", "-"))
+        self.log = open(self.log_path, "ab")
+        variables = {}
+        if broker is not None:
+            variables = {
+                "DEBUGGER_ACTIVE": "1",
+                "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
+                "DEBUGGER_FUNCTION_ID": function_id,
+                "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
+                "DEBUGGER_WAIT_MAX": "30000",
+            }
+        variables.update(env or {})
+        self.local = LocalFunction(handler, task_root=self.task_root, timeout_s=timeout_s, env=variables,
+                                   stdout=self.log, stderr=self.log)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+
+    def invoke(self, event=None, **kwargs):
+        return self.local.invoke(json.dumps(EVENT if event is None else event).encode(), **kwargs)
+
+    def invoke_async(self, event=None, **kwargs):
+        return self._pool.submit(self.invoke, event, **kwargs)
+
+    def logs(self) -> str:
+        self.log.flush()
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()
+
+    def close(self) -> None:
+        self.local.close()
+        self._pool.shutdown(wait=False)
+        self.log.close()

@@ -1,0 +1,203 @@
+"""The whole chain with real processes: awslambdaric + embedded Runtime API,
+the broker, the attach bridge and a scripted DAP client."""
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.chain import EVENT, LAMBDA_TOKEN, break_line, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def debug_to_breakpoint(bridge, function, timeout=30):
+    """Attach through the bridge and wait until stopped at the ``# BREAK`` line."""
+    client = bridge.connect()
+    line = break_line(function.path)
+    breakpoints = client.attach_and_configure({function.path: [line]}, timeout=timeout)
+    assert breakpoints[function.path][0]["verified"]
+    stopped = client.wait_stopped(timeout=timeout)
+    return client, stopped, line
+
+
+def test_breakpoint_inspect_and_continue_debugger_first(broker, start_bridge, make_function):
+    baseline = make_function(folder="plain")
+    expected = baseline.invoke()
+    assert expected.ok
+    bridge = start_bridge()
+    function = make_function(broker=broker)
+    client = bridge.connect()
+    line = break_line(function.path)
+    with ThreadPoolExecutor(1) as pool:
+        attached = pool.submit(client.attach_and_configure, {function.path: [line]}, timeout=30)
+        broker.wait_for_state("armed")
+        result_future = function.invoke_async()
+        attached.result(timeout=30)
+    stopped = client.wait_stopped(timeout=30)
+    assert stopped["reason"] == "breakpoint"
+    frame = client.stack_trace(stopped["threadId"])[0]
+    assert (frame["source"]["path"], frame["line"]) == (function.path, line)
+    local_vars = client.variables(client.scopes(frame["id"])[0]["variablesReference"])
+    assert local_vars["event"]["type"] == "dict" and "'items'" in local_vars["event"]["value"]
+    assert client.evaluate("event['items'][1]", frame["id"]) == "{'price': 2}"
+    assert client.evaluate("sum(i['price'] for i in event['items']) * 7", frame["id"]) == "42"
+    request_id = client.evaluate("context.aws_request_id", frame["id"]).strip("'")
+    client.continue_(stopped["threadId"])
+    result = result_future.result(timeout=30)
+    assert result.ok
+    assert result.request_id == request_id
+    assert result.payload == expected.payload  # byte-identical to a run without the debugger
+    logs = function.logs()
+    assert "stdout line from " + request_id in logs
+    assert "stderr line" in logs
+    assert "[INFO]\t" in logs and "\t%s\tlogged total 6" % request_id in logs
+    bridge_out = wait_until(lambda: "session ended" in bridge.output() and bridge.output(), 10, "bridge end")
+    assert "attached to orders: request " + request_id in bridge_out
+    assert "invocation done (4003)" in bridge_out
+
+
+def test_invocation_first_then_debugger(broker, start_bridge, make_function):
+    function = make_function(broker=broker)
+    result_future = function.invoke_async()
+    waiting = broker.wait_for_state("waiting")
+    assert waiting[0]["function_id"] == "orders" and waiting[0]["function_name"] == "local-function"
+    bridge = start_bridge()
+    client, stopped, line = debug_to_breakpoint(bridge, function)
+    assert client.stack_trace(stopped["threadId"])[0]["line"] == line
+    client.continue_(stopped["threadId"])
+    result = result_future.result(timeout=30)
+    assert result.ok and json.loads(result.payload)["total"] == 6
+    assert result.request_id == waiting[0]["request_id"]
+
+
+def test_custom_exception_keeps_type_message_and_frames(broker, start_bridge, make_function):
+    event = {"order": "A-17"}
+    expected = make_function("app.fail", folder="plain").invoke(event)
+    bridge = start_bridge()
+    function = make_function("app.fail", broker=broker)
+    result_future = function.invoke_async(event)
+    client = bridge.connect()
+    client.attach_and_configure({}, timeout=30)
+    result = result_future.result(timeout=30)
+    assert not result.ok
+    error, plain = json.loads(result.payload), json.loads(expected.payload)
+    assert error["errorType"] == "OrderError"
+    assert error["errorMessage"] == "order A-17 is invalid"
+    # The same frames as without the debugger, paths aside (two task roots).
+    frames = [line.replace(function.task_root, "ROOT") for line in error["stackTrace"]]
+    plain_frames = [line.replace(expected_root(expected, plain), "ROOT") for line in plain["stackTrace"]]
+    assert frames == plain_frames
+    assert [f for f in frames if "in check" in f and "raise OrderError" in f]
+    assert not [f for f in frames if "lambda_debugger" in f]
+
+
+def expected_root(expected, plain):
+    """The task root that appears in a baseline stack trace."""
+    first = plain["stackTrace"][0]
+    return first.split('"')[1].rsplit("/", 1)[0]
+
+
+def test_child_that_dies_ends_the_invocation_promptly(broker, start_bridge, make_function):
+    bridge = start_bridge()
+    function = make_function("app.crash", broker=broker)
+    result_future = function.invoke_async({"status": 3})
+    client = bridge.connect()
+    client.attach_and_configure({}, timeout=30)
+    configured = time.monotonic()
+    result = result_future.result(timeout=30)
+    assert time.monotonic() - configured < 2.0
+    error = json.loads(result.payload)
+    assert error["errorType"] == "Runtime.ExitError"
+    assert error["errorMessage"] == "RequestId: %s Error: Runtime exited with error: exit status 3" % result.request_id
+    # The Lambda process itself survives and serves the next invocation.
+    assert function.local.cold_starts == 1
+
+
+def test_context_and_trace_id_in_the_child_match_the_runtime(broker, start_bridge, make_function):
+    options = dict(trace_id="Root=1-5f84c7a1-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1",
+                   client_context={"custom": {"k": "v"}},
+                   cognito_identity={"cognitoIdentityId": "id-1", "cognitoIdentityPoolId": "pool-1"})
+    plain = json.loads(make_function("app.describe", folder="plain").invoke({}, **options).payload)
+    bridge = start_bridge()
+    function = make_function("app.describe", broker=broker)
+    result_future = function.invoke_async({}, **options)
+    bridge.connect().attach_and_configure({}, timeout=30)
+    result = result_future.result(timeout=30)
+    debugged = json.loads(result.payload)
+    assert debugged["pid"] != function.local.pid  # it really ran in the child
+    assert debugged["aws_request_id"] == result.request_id
+    assert debugged["memory_type"] == "str" and debugged["memory_limit_in_mb"] == "128"
+    assert debugged["trace_id"] == options["trace_id"]
+    expected_remaining = debugged["deadline_ms"] - time.time() * 1000
+    assert 0 < debugged["remaining_ms"] and debugged["remaining_ms"] >= expected_remaining
+    for key in ("function_name", "function_version", "invoked_function_arn", "memory_limit_in_mb",
+                "log_group_name", "tenant_id", "cognito_identity_id", "custom", "trace_id"):
+        assert debugged[key] == plain[key], key
+    assert "[$LATEST]" in debugged["log_stream_name"]  # each environment has its own stream
+
+
+def test_two_containers_with_one_function_id_are_two_sessions(broker, start_bridge, make_function):
+    # Same code (one task root), two execution environments.
+    first, second = (make_function(broker=broker, folder="shared") for _ in range(2))
+    futures = [first.invoke_async(), second.invoke_async()]
+    broker.wait_for_state("waiting", count=2)
+    sessions = []
+    for _ in range(2):
+        bridge = start_bridge()
+        client, stopped, _ = debug_to_breakpoint(bridge, first)
+        frame_id = client.stack_trace(stopped["threadId"])[0]["id"]
+        sessions.append((client, stopped, client.evaluate("context.aws_request_id", frame_id).strip("'")))
+    assert sessions[0][2] != sessions[1][2]
+    for client, stopped, _ in sessions:
+        client.continue_(stopped["threadId"])
+    results = [f.result(timeout=30) for f in futures]
+    assert sorted(r.request_id for r in results) == sorted(s[2] for s in sessions)
+    assert all(r.ok for r in results)
+    assert first.local.pid != second.local.pid
+
+
+def test_ide_that_vanishes_at_a_breakpoint_does_not_hang_the_handler(broker, start_bridge, make_function):
+    bridge = start_bridge()
+    function = make_function(broker=broker)
+    result_future = function.invoke_async()
+    client, stopped, _ = debug_to_breakpoint(bridge, function)
+    client.sock.close()  # no DAP disconnect: the IDE just went away
+    result = result_future.result(timeout=10)
+    assert result.ok and json.loads(result.payload)["total"] == 6
+    assert "the handler was resumed" in function.logs()
+
+
+def test_lambda_token_cannot_attach_a_debugger(broker, start_bridge):
+    bridge = start_bridge(token=LAMBDA_TOKEN)
+    client = bridge.connect()
+    client.send_request("initialize", {"adapterID": "debugpy"})
+    assert bridge.process.wait(15) == 1
+    output = bridge.output()
+    assert "unauthorized (4001)" in output and "debugger token missing or wrong" in output
+    assert LAMBDA_TOKEN not in output
+
+
+# Fallbacks: the invocation runs normally and the added time is bounded -------
+
+
+@pytest.mark.parametrize("env, log_line, max_added_s", [
+    ({"DEBUGGER_WAIT_MAX": "500"}, "no debugger attached in time; running normally", 1.5),
+    ({"DEBUGGER_AUTH_TOKEN": "wrong-token"}, "unauthorized (4001): lambda token missing or wrong", 1.0),
+    ({"DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % free_port()}, "broker unreachable", 1.0),
+    ({"DEBUGGER_FUNCTION_ID": "not valid!"}, "DEBUGGER_FUNCTION_ID must match", 0.5),
+    ({"DEBUGGER_WAIT_MAX": "soon"}, "DEBUGGER_WAIT_MAX must be a whole number", 0.5),
+    ({"DEBUGGER_BROKER_ADDRESS": ""}, "DEBUGGER_BROKER_ADDRESS is not set", 0.5),
+])
+def test_fallbacks_return_the_normal_result(broker, make_function, env, log_line, max_added_s):
+    plain = make_function(folder="plain")
+    plain.invoke()  # warm, so that both timings exclude the cold start
+    expected = plain.invoke()
+    function = make_function(broker=broker, env=env)
+    function.invoke()
+    result = function.invoke()
+    assert result.ok and result.payload == expected.payload
+    assert result.duration_ms - expected.duration_ms < max_added_s * 1000
+    assert log_line in function.logs()
+    assert LAMBDA_TOKEN not in function.logs()
