@@ -2,6 +2,7 @@
 the broker, the attach bridge and a scripted DAP client."""
 
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -163,7 +164,9 @@ def test_ide_that_vanishes_at_a_breakpoint_does_not_hang_the_handler(broker, sta
     function = make_function(broker=broker)
     result_future = function.invoke_async()
     client, stopped, _ = debug_to_breakpoint(bridge, function)
-    client.sock.close()  # no DAP disconnect: the IDE just went away
+    # No DAP disconnect: the IDE just went away (as when its process dies).
+    client.sock.shutdown(socket.SHUT_RDWR)
+    client.sock.close()
     result = result_future.result(timeout=10)
     assert result.ok and json.loads(result.payload)["total"] == 6
     assert "the handler was resumed" in function.logs()

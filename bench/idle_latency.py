@@ -1,0 +1,61 @@
+"""Added latency per invocation when active but nobody attaches.
+
+Runs the same handler in the real runtime client twice: plain, and with
+``DEBUGGER_ACTIVE`` on, a live broker and ``DEBUGGER_WAIT_MAX=0`` (pair only
+with a debugger already armed). Compares the median invocation durations
+measured by the embedded Runtime API.
+
+    python bench/idle_latency.py [--invocations 200]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+from _common import median_ms, report
+
+from broker_server.app import BrokerServer
+from broker_server.config import BrokerConfig
+from lambda_debugger.local.function import LocalFunction
+
+HANDLER = "def handler(event, context):\n    return {'ok': True}\n\nimport lambda_debugger\n"
+
+
+def measure(root, env, invocations):
+    with open(os.devnull, "wb") as devnull:
+        with LocalFunction("app.handler", task_root=root, timeout_s=30, env=env, stdout=devnull, stderr=devnull) as fn:
+            fn.invoke({})  # cold start, not counted
+            samples = []
+            for _ in range(invocations):
+                result = fn.invoke({})
+                assert result.ok, result.payload
+                samples.append(result.duration_ms / 1000.0)
+            return samples
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--invocations", type=int, default=200)
+    args = parser.parse_args()
+    broker = BrokerServer(BrokerConfig(host="127.0.0.1", lambda_port=0, debugger_port=0,
+                                       lambda_token="bench-lambda", debugger_token="bench-debugger"))
+    broker.start_in_thread()
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            with open(os.path.join(root, "app.py"), "w") as f:
+                f.write(HANDLER)
+            plain = measure(root, {}, args.invocations)
+            active = measure(root, {
+                "DEBUGGER_ACTIVE": "1", "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
+                "DEBUGGER_FUNCTION_ID": "bench", "DEBUGGER_AUTH_TOKEN": "bench-lambda", "DEBUGGER_WAIT_MAX": "0",
+            }, args.invocations)
+    finally:
+        broker.stop()
+    report([("invocation, active, nobody attached (p50)", median_ms(active), median_ms(plain))])
+    print("added per invocation: %.3f ms (median of %d invocations each)"
+          % (median_ms(active) - median_ms(plain), args.invocations))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
