@@ -98,5 +98,10 @@ def wait_budget_ms(wait_max_ms: int, remaining_ms: int) -> int:
     handler the larger of 1 s and 10 % of ``remaining_ms`` (the time the
     invocation had when it arrived). Returns 0 when no wait is possible.
     """
-    reserve = max(MIN_HANDLER_TIME_MS, int(remaining_ms * MIN_HANDLER_TIME_FRACTION))
-    return max(0, min(wait_max_ms, remaining_ms - reserve))
+    return max(0, min(wait_max_ms, remaining_ms - handler_reserve_ms(remaining_ms)))
+
+
+def handler_reserve_ms(remaining_ms: int) -> int:
+    """The time the handler keeps whatever happens on the debug path: the
+    larger of 1 s and 10 % of ``remaining_ms``."""
+    return max(MIN_HANDLER_TIME_MS, int(remaining_ms * MIN_HANDLER_TIME_FRACTION))

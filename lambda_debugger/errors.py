@@ -29,7 +29,14 @@ def rebuild(remote: RemoteError) -> BaseException:
 def exit_error(request_id: str, exitcode: Optional[int]) -> BaseException:
     """The ``Runtime.ExitError`` Lambda reports when the runtime process dies."""
     message = "RequestId: %s Error: Runtime exited with error: %s" % (request_id, describe_exit(exitcode))
-    return named_exception("Runtime.ExitError", message, "lambda_debugger")
+    try:
+        # The runtime reports its own faults with no stack trace, as Lambda
+        # reports an exited runtime.
+        from awslambdaric.lambda_runtime_exception import FaultException
+
+        return FaultException("Runtime.ExitError", message, None)
+    except ImportError:
+        return named_exception("Runtime.ExitError", message, "lambda_debugger")
 
 
 def describe_exit(exitcode: Optional[int]) -> str:

@@ -21,7 +21,7 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any, Optional
 
 from lambda_debugger import child, dap, protocol, relay
-from lambda_debugger.config import LambdaConfig, wait_budget_ms
+from lambda_debugger.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
 from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
 
 log = logging.getLogger("lambda_debugger")
@@ -98,9 +98,7 @@ class DebugSession:
         remaining_ms = int(self.context.get_remaining_time_in_millis())
         budget_ms = wait_budget_ms(self.config.wait_max_ms, remaining_ms)
         # The handler must start by this time to keep its guaranteed share.
-        latest_start = time.monotonic() + (
-            remaining_ms - max(1000, remaining_ms // 10)
-        ) / 1000.0
+        latest_start = time.monotonic() + (remaining_ms - handler_reserve_ms(remaining_ms)) / 1000.0
         if latest_start <= time.monotonic():
             log.info("%r: %d ms left, too little to wait for a debugger", self, remaining_ms)
             return None
@@ -122,6 +120,7 @@ class DebugSession:
             if not self.started:
                 raise
             log.exception("%r: the relay failed; the handler runs on without the debugger", self)
+            self._end_relay()
             return self.wait_without_relay()
         finally:
             self._cleanup()
@@ -173,6 +172,8 @@ class DebugSession:
                 return None
             if message is None:
                 code = self.broker.close_code
+                if code in (protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.BAD_REQUEST):
+                    broker_breaker.trip()  # retrying each invocation cannot help
                 level = logging.INFO if code == protocol.CloseCode.NOT_WAITING else logging.WARNING
                 log.log(level, "%r: broker closed the connection: %s; running normally",
                         self, describe_close(code, self.broker.close_reason))
@@ -224,12 +225,16 @@ class DebugSession:
                 result = pump.run(deadline=deadline, watch=watch)
                 if result.reason == relay.CLOSED:
                     relaying = False
+                    if result.endpoint is self.debugpy and wait_for(watch, DRAIN_S):
+                        continue  # the child is reporting or exiting: its outcome ends the session
                     self._debugger_left(result)
+                    if not self.started:
+                        return self._give_up("the debugger left before the handler started")
                     continue
                 if result.reason == relay.DEADLINE:
                     return self._give_up("the debugger did not finish attaching in time")
-            elif not wait_for(watch, None if deadline is None else max(0, deadline - time.monotonic())):
-                return self._give_up("the debugger left before the handler started")
+            else:
+                wait_for(watch)
             outcome = self._poll_child(latest_start)
             if outcome is None:
                 continue
@@ -311,6 +316,12 @@ class DebugSession:
             log.info("%r: the debugger side left (%s); the handler runs on", self, why)
         else:
             log.info("%r: debugpy closed its connection", self)
+        self._end_relay()
+
+    def _end_relay(self) -> None:
+        """Stop relaying; a handler stopped at a breakpoint is resumed."""
+        if self.debugpy is None:
+            return
         self.debugpy.close()
         self.broker.close(protocol.CloseCode.PEER_GONE, "relay ended")
         if self.started and self.outcome is None:

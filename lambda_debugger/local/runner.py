@@ -75,10 +75,12 @@ def run_local(args) -> int:
             print("note: %s does not import lambda_debugger, so no debugger can attach; add "
                   "`import lambda_debugger` as its last line" % path, file=out)
     try:
+        import awslambdaric  # noqa: F401  (run in a child process; checked here for a clear error)
+
         from broker_server.app import BrokerServer
         from broker_server.config import BrokerConfig
-    except ImportError:
-        print("lambda-debugger local needs tornado: pip install 'lambda-debugger[broker]'", file=out)
+    except ImportError as exc:
+        print("lambda-debugger local needs %s: pip install 'lambda-debugger[local]'" % exc.name, file=out)
         return 2
     from lambda_debugger.local.function import LocalFunction
 
