@@ -116,7 +116,7 @@ class AttachBridge:
         try:
             broker = self._connect()
         except BridgeError:
-            raise
+            raise  # refused for good: the caller stops
         except Exception as exc:
             self.say("cannot reach the broker at %s: %s" % (self.url, describe_error(exc)))
             return False

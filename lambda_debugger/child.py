@@ -66,9 +66,9 @@ class RemoteError:
 def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()) -> None:
     """Entry point of the forked child. Never returns an exception: every
     outcome is reported on ``conn`` or by the exit status."""
-    for sock in close_fds:  # the parent's broker connection is not ours
+    for resource in close_fds:  # the parent's, not ours
         try:
-            sock.close()
+            resource.close()
         except Exception:
             pass
     try:

@@ -189,7 +189,8 @@ class DebugSession:
         self.process = ctx.Process(
             target=child.run,
             args=(child_conn, self.handler, self.event, self.context),
-            kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.ws.sock,)},
+            # The broker connection and the proxy's pipe end are not the child's.
+            kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.ws.sock, self.conn)},
             name="lambda-debugger-child",
             daemon=True,
         )

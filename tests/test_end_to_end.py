@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.dap_client import DapConnectionClosed
-from tests.support.chain import EVENT, LAMBDA_TOKEN, break_line, free_port, wait_until
+from tests.support.chain import LAMBDA_TOKEN, break_line, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
