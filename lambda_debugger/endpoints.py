@@ -1,31 +1,26 @@
 """Endpoint adapters for the relay pump: a TCP socket and a WebSocket.
 
-websocket-client is imported by the caller that opens the connection; this
-module only uses the objects it is given, so importing it stays cheap.
+websocket-client opens the WebSocket (handshake, proxies, TLS) and is
+imported by the caller that does so; this module only uses the socket it
+leaves, so importing it stays cheap.
 """
 
+import collections
 import logging
 import socket
 import struct
 from typing import Callable, Optional
 
-from lambda_debugger import protocol
+from lambda_debugger import protocol, wsframes
 
 log = logging.getLogger("lambda_debugger.relay")
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 512 * 1024
 
 #: Longest a single read or write may block; also makes ``send`` return
 #: partial counts (Python sockets with a timeout are non-blocking inside).
 IO_TIMEOUT_S = 30.0
 
-# WebSocket opcodes (RFC 6455); kept here to avoid importing websocket-client.
-OPCODE_CONT = 0x0
-OPCODE_TEXT = 0x1
-OPCODE_BINARY = 0x2
-OPCODE_CLOSE = 0x8
-OPCODE_PING = 0x9
-OPCODE_PONG = 0xA
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -66,8 +61,8 @@ class SocketEndpoint:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         return data or None
 
-    def frame(self, data: bytes) -> bytes:
-        return data
+    def frame(self, data: bytes):
+        return (data,)
 
     def take_outgoing(self) -> bytes:
         return b""
@@ -87,8 +82,12 @@ class SocketEndpoint:
 
 
 class WebSocketEndpoint:
-    """A websocket-client connection: binary frames carry debug bytes, text
-    frames carry control messages, handed to ``on_control``.
+    """A WebSocket opened by websocket-client: binary frames carry debug
+    bytes, text frames carry control messages, handed to ``on_control``.
+
+    After the handshake the frames are read and written here
+    (:mod:`lambda_debugger.wsframes`), so that a pong is never written into
+    the middle of a frame the pump is sending and large reads stay cheap.
 
     Attributes:
         close_code / close_reason: what the peer said when it closed, if it did.
@@ -96,75 +95,60 @@ class WebSocketEndpoint:
 
     def __init__(self, ws, name: str, on_control: Optional[Callable] = None):
         self.ws = ws
+        self.sock = ws.sock
         self.name = name
         self.on_control = on_control
         self.close_code: Optional[int] = None
         self.close_reason = ""
+        self.peer_closed = False
+        self._decoder = wsframes.FrameDecoder()
+        self._frames = collections.deque()  # decoded, not yet handled
         self._fragments = []
-        self._fragment_opcode = OPCODE_BINARY
+        self._fragment_opcode = wsframes.OP_BINARY
         self._outgoing = b""
-        tune_socket(ws.sock)
+        tune_socket(self.sock)
         if ws.gettimeout() is None:
             ws.settimeout(IO_TIMEOUT_S)
 
     def fileno(self) -> int:
-        return self.ws.sock.fileno()
+        return self.sock.fileno()
 
     def has_buffered(self) -> bool:
-        pending = getattr(self.ws.sock, "pending", None)
+        if self._frames:
+            return True
+        pending = getattr(self.sock, "pending", None)
         return bool(pending and pending())
 
+    def settimeout(self, seconds: Optional[float]) -> None:
+        self.sock.settimeout(seconds)
+
     def read(self) -> Optional[bytes]:
-        """Read one frame; binary payloads are returned, the rest handled.
+        """Read what is there; return the binary payloads, handle the rest.
 
-        Pings are answered through :meth:`take_outgoing`, so that a pong is
-        never written into the middle of a frame the pump is sending.
+        Returns None once the peer closed (after any data before its close).
+        Pings are answered through :meth:`take_outgoing`.
         """
-        try:
-            frame = self.ws.recv_frame()
-        except Exception as exc:
-            if type(exc).__name__ == "WebSocketConnectionClosedException":
-                return None
-            raise
-        opcode = frame.opcode
-        if opcode == OPCODE_CONT:
-            opcode = self._fragment_opcode
-        elif opcode in (OPCODE_TEXT, OPCODE_BINARY):
-            self._fragment_opcode = opcode
-        if opcode in (OPCODE_TEXT, OPCODE_BINARY) and not frame.fin:
-            self._fragments.append(frame.data)
-            return b""
-        if opcode in (OPCODE_TEXT, OPCODE_BINARY) and self._fragments:
-            data = b"".join(self._fragments) + frame.data
-            self._fragments = []
-        else:
-            data = frame.data
-        if opcode == OPCODE_BINARY:
-            return data
-        if opcode == OPCODE_TEXT:
-            self._control(data)
-            return b""
-        if opcode == OPCODE_CLOSE:
-            self.close_code, self.close_reason = parse_close(data)
+        if self.peer_closed:
             return None
-        if opcode == OPCODE_PING:
-            self._outgoing += self._encode(data, OPCODE_PONG)
-        return b""
-
-    def frame(self, data: bytes) -> bytes:
-        return self._encode(data, OPCODE_BINARY)
-
-    def take_outgoing(self) -> bytes:
-        data, self._outgoing = self._outgoing, b""
-        return data
-
-    def send(self, buffer) -> int:
-        return self.ws.sock.send(buffer)
-
-    def _encode(self, data: bytes, opcode: int) -> bytes:
-        from websocket import ABNF
-
-        return ABNF.create_frame(data, opcode).format()
+        if not self._frames and not self._fill():
+            return None
+        data = bytearray()
+        while self._frames:
+            message = self._next_message()
+            if message is None:
+                continue
+            opcode, payload = message
+            if opcode == wsframes.OP_BINARY:
+                data += payload
+            elif opcode == wsframes.OP_TEXT:
+                self._control(payload)
+            elif opcode == wsframes.OP_PING:
+                self._outgoing += wsframes.encode(wsframes.OP_PONG, payload)
+            elif opcode == wsframes.OP_CLOSE:
+                break
+        if self.peer_closed and not data:
+            return None
+        return bytes(data)
 
     def receive_control(self) -> Optional[protocol.Message]:
         """Block (up to the socket timeout) for the next control message.
@@ -174,31 +158,91 @@ class WebSocketEndpoint:
 
         Raises:
             protocol.ProtocolError: debug bytes or a malformed message came.
-            socket.timeout / websocket-client errors: as raised by the socket.
+            wsframes.FrameError: the peer broke the WebSocket framing.
+            OSError (such as socket.timeout): as raised by the socket.
         """
         while True:
-            opcode, frame = self.ws.recv_data_frame(control_frame=True)
-            if opcode == OPCODE_TEXT:
-                return protocol.decode(frame.data)
-            if opcode == OPCODE_CLOSE:
-                self.close_code, self.close_reason = parse_close(frame.data)
+            if self.peer_closed:
                 return None
-            if opcode == OPCODE_BINARY:
+            if not self._frames and not self._fill():
+                return None
+            message = self._next_message()
+            if message is None:
+                continue
+            opcode, payload = message
+            if opcode == wsframes.OP_TEXT:
+                return protocol.decode(payload)
+            if opcode == wsframes.OP_BINARY:
                 raise protocol.ProtocolError("debug bytes arrived before pairing")
+            if opcode == wsframes.OP_PING:
+                self.sock.sendall(wsframes.encode(wsframes.OP_PONG, payload))
+
+    def frame(self, data: bytes):
+        return wsframes.encode_parts(wsframes.OP_BINARY, data)
+
+    def take_outgoing(self) -> bytes:
+        data, self._outgoing = self._outgoing, b""
+        return data
+
+    def send(self, buffer) -> int:
+        return self.sock.send(buffer)
 
     def send_control(self, message: protocol.Message) -> None:
-        self.ws.send(protocol.encode(message))
+        self.sock.sendall(wsframes.encode(wsframes.OP_TEXT, protocol.encode(message).encode("utf-8")))
 
-    def close(self, code: int = protocol.CloseCode.NORMAL, reason: str = "") -> None:
-        """Close with ``code`` and ``reason``; never raises."""
+    def close(self, code: int = protocol.CloseCode.NORMAL, reason: str = "", *, timeout: float = 1.0) -> None:
+        """Send a close frame with ``code`` and ``reason``, wait up to
+        ``timeout`` s for the peer to close, and release the socket. Never
+        raises; a second call does nothing."""
+        if self.sock.fileno() < 0:
+            return
         try:
-            self.ws.close(status=int(code), reason=protocol.clip_reason(reason).encode("utf-8"), timeout=1)
+            if not self.peer_closed:
+                payload = struct.pack("!H", int(code)) + protocol.clip_reason(reason).encode("utf-8")
+                self.sock.sendall(self.take_outgoing() + wsframes.encode(wsframes.OP_CLOSE, payload))
+            self.sock.shutdown(socket.SHUT_WR)
+            # Read until the peer closes: closing with unread bytes would
+            # reset the connection and could lose our close frame.
+            self.sock.settimeout(timeout)
+            while self.sock.recv(CHUNK_BYTES):
+                pass
         except Exception:
             pass
         try:
-            self.ws.shutdown()
+            self.sock.close()
         except Exception:
             pass
+
+    def _fill(self) -> bool:
+        """Read once from the socket; False at EOF."""
+        data = self.sock.recv(CHUNK_BYTES)
+        if not data:
+            self.peer_closed = True
+            return False
+        self._frames.extend(self._decoder.feed(data))
+        return True
+
+    def _next_message(self):
+        """Pop one frame; return ``(opcode, payload)`` of a whole message or
+        control frame, or None while a fragmented message is incomplete."""
+        fin, opcode, payload = self._frames.popleft()
+        if opcode == wsframes.OP_CLOSE:
+            self.peer_closed = True
+            self.close_code, self.close_reason = parse_close(payload)
+            return opcode, payload
+        if opcode >= wsframes.OP_CLOSE:
+            return opcode, payload
+        if opcode == wsframes.OP_CONT:
+            opcode = self._fragment_opcode
+        else:
+            self._fragment_opcode = opcode
+        if not fin:
+            self._fragments.append(payload)
+            return None
+        if self._fragments:
+            payload = b"".join(self._fragments) + payload
+            self._fragments = []
+        return opcode, payload
 
     def _control(self, data) -> None:
         try:

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from lambda_debugger import child, dap, protocol, relay
 from lambda_debugger.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
-from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
+from lambda_debugger.endpoints import IO_TIMEOUT_S, SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
 
 log = logging.getLogger("lambda_debugger")
 
@@ -162,10 +162,10 @@ class DebugSession:
                 self.broker.close(protocol.CloseCode.NOT_WAITING, "no debugger attached in time")
                 log.info("%r: no debugger attached in time; running normally", self)
                 return None
-            ws.settimeout(left)
+            self.broker.settimeout(left)
             try:
                 message = self.broker.receive_control()
-            except (socket.timeout, TimeoutError, websocket.WebSocketTimeoutException):
+            except (socket.timeout, TimeoutError):
                 continue
             except Exception as exc:
                 log.warning("%r: broker connection failed (%s); running normally", self, describe_error(exc))
@@ -190,7 +190,7 @@ class DebugSession:
             target=child.run,
             args=(child_conn, self.handler, self.event, self.context),
             # The broker connection and the proxy's pipe end are not the child's.
-            kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.ws.sock, self.conn)},
+            kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.sock, self.conn)},
             name="lambda-debugger-child",
             daemon=True,
         )
@@ -211,9 +211,9 @@ class DebugSession:
         except OSError as exc:
             log.warning("%r: cannot reach the child's debugpy (%s); running normally", self, exc)
             return False
-        sock.settimeout(30)
+        sock.settimeout(IO_TIMEOUT_S)
         self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
-        self.broker.ws.settimeout(30)
+        self.broker.settimeout(IO_TIMEOUT_S)
         return True
 
     def _relay_until_done(self, latest_start: float) -> Optional[Outcome]:

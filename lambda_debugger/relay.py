@@ -8,8 +8,8 @@ are thin adapters (see :mod:`lambda_debugger.endpoints`) with this interface:
 * ``has_buffered()``: bytes already read into user space (TLS records);
 * ``read()``: payload ``bytes`` (maybe empty, e.g. after a ping) or ``None``
   at EOF; called only when readable;
-* ``frame(data)``: the wire bytes that carry ``data`` (a WebSocket frame,
-  or ``data`` itself on plain TCP);
+* ``frame(data)``: the buffers of wire bytes that carry ``data`` (a
+  WebSocket frame's header and payload, or ``data`` itself on plain TCP);
 * ``take_outgoing()``: wire bytes the endpoint itself must send (pongs);
 * ``send(buffer)``: one non-blocking-ish write; returns bytes written.
 
@@ -18,6 +18,7 @@ bytes, and a source is not read while its target's queue is full, so a peer
 that stops reading slows its sender down instead of growing memory.
 """
 
+import collections
 import logging
 import select
 import time
@@ -53,6 +54,38 @@ class PumpResult:
     error: Optional[BaseException] = None
 
 
+class Outbox:
+    """Wire bytes waiting for one target, as a queue of buffers: sending
+    part of a buffer never moves the rest in memory."""
+
+    def __init__(self):
+        self._buffers = collections.deque()
+        self._offset = 0  # bytes of the first buffer already sent
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._buffers.append(data)
+            self._size += len(data)
+
+    def extend(self, buffers) -> None:
+        for data in buffers:
+            self.append(data)
+
+    def send_to(self, target) -> None:
+        """One ``target.send`` of the oldest bytes."""
+        head = self._buffers[0]
+        sent = target.send(memoryview(head)[self._offset:])
+        self._size -= sent
+        self._offset += sent
+        if self._offset == len(head):
+            self._buffers.popleft()
+            self._offset = 0
+
+
 class Pump:
     """Relays between endpoints ``a`` and ``b``; can be run, stopped at a
     watched descriptor or deadline, and run again without losing a byte.
@@ -66,7 +99,7 @@ class Pump:
         self.high_water = high_water
         self.bytes_a_to_b = 0
         self.bytes_b_to_a = 0
-        self._queues = {a: bytearray(), b: bytearray()}  # wire bytes to send to the key
+        self._queues = {a: Outbox(), b: Outbox()}  # wire bytes to send to the key
         self._peer = {a: b, b: a}
 
     def run(self, *, deadline: Optional[float] = None, watch: Sequence = ()) -> PumpResult:
@@ -76,10 +109,10 @@ class Pump:
         debug = log.isEnabledFor(logging.DEBUG)
         while True:
             for endpoint in (self.a, self.b):
-                self._queues[endpoint] += endpoint.take_outgoing()
+                self._queues[endpoint].append(endpoint.take_outgoing())
             sources = [e for e in (self.a, self.b) if len(self._queues[self._peer[e]]) < self.high_water]
             buffered = [e for e in sources if e.has_buffered()]
-            targets = [e for e in (self.a, self.b) if self._queues[e]]
+            targets = [e for e in (self.a, self.b) if len(self._queues[e])]
             timeout = 0 if buffered else None
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -92,14 +125,12 @@ class Pump:
             if any(w in readable for w in watch):
                 return PumpResult(WATCH)
             for target in writable:
-                queue = self._queues[target]
                 try:
-                    sent = target.send(queue)
+                    self._queues[target].send_to(target)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except Exception as exc:
                     return PumpResult(CLOSED, target, exc)
-                del queue[:sent]
             for source in set(readable) | set(buffered):
                 target = self._peer[source]
                 try:
@@ -112,7 +143,7 @@ class Pump:
                     return PumpResult(CLOSED, source)
                 if not data:
                     continue
-                self._queues[target] += target.frame(data)
+                self._queues[target].extend(target.frame(data))
                 if source is self.a:
                     self.bytes_a_to_b += len(data)
                 else:
@@ -124,25 +155,24 @@ class Pump:
         """Send what is queued for ``target``, for at most ``timeout`` s.
         Returns whether everything went out."""
         queue = self._queues[target]
-        queue += target.take_outgoing()
+        queue.append(target.take_outgoing())
         until = time.monotonic() + timeout
-        while queue:
+        while len(queue):
             left = until - time.monotonic()
             if left <= 0 or not select.select([], [target], [], left)[1]:
                 return False
             try:
-                sent = target.send(queue)
+                queue.send_to(target)
             except (BlockingIOError, InterruptedError):
                 continue
             except Exception:
                 return False
-            del queue[:sent]
         return True
 
     def enqueue(self, target, data: bytes) -> None:
         """Queue payload ``data`` for ``target``, e.g. bytes read before the
         pump existed."""
-        self._queues[target] += target.frame(data)
+        self._queues[target].extend(target.frame(data))
 
     def queued(self, target) -> int:
         """Wire bytes waiting to be sent to ``target``."""

@@ -1,0 +1,104 @@
+"""The chain (broker, attach bridge, Lambda runtime) and a direct debugpy
+baseline, as separate processes, for the benchmarks."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+
+from lambda_debugger.local.function import LocalFunction
+from tests.support.chain import LAMBDA_TOKEN, BridgeProcess, BrokerProcess
+from tests.support.dap_client import DapClient
+
+
+class Chain:
+    """The chain as separate processes, as deployed: the broker, one attach
+    bridge per session, and one warm Lambda runtime running ``source``."""
+
+    def __init__(self, source: str):
+        self.root = tempfile.mkdtemp()
+        self.path = os.path.join(self.root, "app.py")
+        with open(self.path, "w") as f:
+            f.write(source)
+        self.devnull = open(os.devnull, "w")
+        self.function = None
+        self.broker = None
+
+    def __enter__(self):
+        self.broker = BrokerProcess(os.path.join(self.root, "broker.log"))
+        self.function = LocalFunction("app.handler", task_root=self.root, timeout_s=120, stdout=self.devnull,
+                                      stderr=self.devnull, env={
+                                          "DEBUGGER_ACTIVE": "1", "DEBUGGER_FUNCTION_ID": "bench",
+                                          "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % self.broker.lambda_port,
+                                          "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN, "DEBUGGER_WAIT_MAX": "30000"})
+        return self
+
+    def __exit__(self, *exc):
+        self.function.close()
+        self.broker.stop()
+        self.devnull.close()
+
+    def session(self, event=None):
+        """Start an invocation and a bridge; return (port, finish) where
+        finish() waits for the invocation and returns its result."""
+        bridge = BridgeProcess(self.broker, os.path.join(self.root, "bridge.log"), function_id="bench")
+        result = {}
+        invoking = threading.Thread(target=lambda: result.setdefault("r", self.function.invoke(event or {})),
+                                    daemon=True)
+        invoking.start()
+        self.broker.wait_for_state("waiting")
+
+        def finish():
+            invoking.join(60)
+            bridge.stop()
+            assert result["r"].ok, result["r"].payload
+            return result["r"]
+
+        return bridge.port, finish
+
+
+class Direct:
+    """``source`` run as a script under ``debugpy.listen``: with pydevd
+    speaking DAP itself (``in_process``, what the chain's child uses) or
+    through debugpy's separate adapter process (the default)."""
+
+    PRELUDE = ("import debugpy\n_, port = debugpy.listen(('127.0.0.1', 0), in_process_debug_adapter=%r)\n"
+               "print(port, flush=True)\ndebugpy.wait_for_client()\n")
+
+    def __init__(self, source: str, *, in_process: bool = True):
+        self.root = tempfile.mkdtemp()
+        self.path = os.path.join(self.root, "direct.py")
+        prelude = self.PRELUDE % in_process
+        with open(self.path, "w") as f:
+            f.write(prelude + source + "\nhandler({}, None)\n")
+        self.line_offset = prelude.count("\n")
+
+    def session(self):
+        env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+        process = subprocess.Popen([sys.executable, self.path], stdout=subprocess.PIPE, text=True, env=env)
+        port = int(process.stdout.readline())
+
+        def finish():
+            process.wait(60)
+
+        return port, finish
+
+
+def stopped_client(port, path, line):
+    """A DAP client attached at ``port`` and stopped at ``path:line``;
+    returns (client, thread_id, frame_id, seconds from connect to stopped)."""
+    start = time.perf_counter()
+    client = DapClient.connect("127.0.0.1", port, timeout=30)
+    client.attach_and_configure({path: [line]}, timeout=30)
+    stopped = client.wait_stopped(timeout=30)
+    elapsed = time.perf_counter() - start
+    frame_id = client.stack_trace(stopped["threadId"])[0]["id"]
+    return client, stopped["threadId"], frame_id, elapsed
+
+
+def break_line(source: str, offset: int = 0) -> int:
+    return offset + next(i for i, line in enumerate(source.splitlines(), 1) if "# BREAK" in line)
