@@ -50,8 +50,10 @@ def _debug(config, handler, event, context):
         session = DebugSession(config, handler, event, context)
         return session, session.run()
     except Exception:
-        # DebugSession.run handles faults after the handler started itself,
-        # so the handler has not run yet and may run here.
+        if session is not None and session.started:
+            # Never run the handler twice: its outcome comes from the child.
+            log.exception("debug session failed after the handler started; waiting for its outcome")
+            return session, session.wait_without_relay()
         log.exception("debug session failed; the handler runs normally")
         return session, None
 

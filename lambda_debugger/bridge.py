@@ -122,15 +122,22 @@ class AttachBridge:
             return False
         ide_end = SocketEndpoint(ide, "ide")
         ide.settimeout(30)
+        pump = None
         try:
             early = self._wait_for_pairing(broker, ide, stop)
             if early is None:
                 return False
             self.sessions += 1
-            self._relay(broker, ide_end, early)
+            pump = relay.Pump(ide_end, broker)
+            self._relay(pump, broker, early)
             return True
+        except (OSError, ValueError) as exc:  # includes timeouts, resets, frame and protocol errors
+            self.say("session ended: %s" % describe_error(exc))
+            return pump is not None
         finally:
-            broker.close(protocol.CloseCode.NORMAL, "debugger disconnected")
+            # A frame left half-sent must not be followed by a close frame.
+            broker.close(protocol.CloseCode.NORMAL, "debugger disconnected",
+                         send_frame=pump is None or not pump.queued(broker))
 
     def _connect(self) -> WebSocketEndpoint:
         import websocket  # websocket-client
@@ -186,6 +193,12 @@ class AttachBridge:
                     self.paired = message
                     return bytes(early)
             now = time.monotonic()
+            if not broker.keepalive(now):
+                self.say("the broker stopped answering while waiting")
+                return None
+            ping = broker.take_outgoing()
+            if ping:
+                broker.sock.sendall(ping)
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 text = "waiting for an invocation of %s: %d s elapsed" % (self.function_id, now - started)
@@ -194,10 +207,9 @@ class AttachBridge:
                 self.say(text, transient=True)
         return None
 
-    def _relay(self, broker: WebSocketEndpoint, ide: SocketEndpoint, early: bytes) -> None:
+    def _relay(self, pump: relay.Pump, broker: WebSocketEndpoint, early: bytes) -> None:
         deadline_ms = self.paired.deadline_ms
         last_report = time.monotonic()
-        pump = relay.Pump(ide, broker)
         if early:
             pump.enqueue(broker, early)
         while True:
@@ -205,6 +217,9 @@ class AttachBridge:
             if result.reason != relay.DEADLINE:
                 break
             now = time.monotonic()
+            if not broker.keepalive(now):
+                self.say("session ended: the broker stopped answering")
+                return
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 left = max(0.0, deadline_ms / 1000.0 - time.time())

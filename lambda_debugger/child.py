@@ -1,7 +1,8 @@
 """The child process: the handler under debugpy, one invocation per child.
 
 The proxy forks the child at the moment a debugger is paired, so the child
-starts as an exact copy of the Lambda process: the handler module's globals,
+starts as an exact copy of the Lambda process (its own network connections
+aside, see :func:`_isolate_connections`): the handler module's globals,
 the runtime's logging set-up and log sink, ``_X_AMZN_TRACE_ID`` and the
 invocation's real ``LambdaContext`` (whose ``get_remaining_time_in_millis()``
 reads the absolute deadline, so it stays exact). Nothing of that has to be
@@ -25,6 +26,8 @@ import io
 import logging
 import os
 import pickle
+import socket
+import stat
 import sys
 import traceback
 from dataclasses import dataclass
@@ -71,6 +74,7 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
             resource.close()
         except Exception:
             pass
+    _isolate_connections()
     try:
         port = _start_debugpy(debug_logs)
     except Exception as exc:
@@ -98,6 +102,7 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
 def _send_result(conn, value) -> None:
     try:
         data = pickle.dumps(("result", value))
+        pickle.loads(data)  # some values pickle but cannot be rebuilt
     except Exception:
         data = None
     if data is not None:
@@ -121,6 +126,41 @@ def _marshal_fault(exc: Exception) -> Exception:
         return FaultException(FaultException.MARSHAL_ERROR, "Unable to marshal response: %s" % exc)
     except ImportError:
         return TypeError("Unable to marshal response: %s" % exc)
+
+
+def _isolate_connections() -> None:
+    """Give the child its own network connections.
+
+    A forked child shares every open connection with the Lambda process: a
+    pooled HTTPS or database connection used by both gets out of step (TLS
+    record numbers, protocol state) and breaks the warm container. Each
+    connected TCP socket the child inherited is swapped, in the child only,
+    for an unconnected one, so clients made at init see a dropped
+    connection and open a new one, as after a network blip. Unix sockets,
+    pipes and datagram sockets are left alone.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return  # not Linux: nothing to inspect
+    for fd in fds:
+        if fd <= 2:
+            continue
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+                sock.getpeername()  # raises unless connected
+                with socket.socket(sock.family, socket.SOCK_STREAM) as fresh:
+                    os.dup2(fresh.fileno(), fd)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
 
 
 def _start_debugpy(debug_logs: bool) -> int:

@@ -5,7 +5,7 @@ Nothing else in the package reads ``os.environ`` for these values: build a
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from lambda_debugger import protocol
@@ -38,7 +38,7 @@ class LambdaConfig:
 
     broker_url: str
     function_id: str
-    auth_token: Optional[str] = None
+    auth_token: Optional[str] = field(default=None, repr=False)  # kept out of reprs and error reports
     wait_max_ms: int = DEFAULT_WAIT_MAX_MS
     log_level: str = "info"
     connect_timeout_s: float = 1.0

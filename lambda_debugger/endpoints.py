@@ -8,7 +8,9 @@ leaves, so importing it stays cheap.
 import collections
 import logging
 import socket
+import ssl
 import struct
+import time
 from typing import Callable, Optional
 
 from lambda_debugger import protocol, wsframes
@@ -21,6 +23,17 @@ CHUNK_BYTES = 512 * 1024
 #: partial counts (Python sockets with a timeout are non-blocking inside).
 IO_TIMEOUT_S = 30.0
 
+#: A quiet WebSocket peer is pinged after this long and given up after twice it.
+KEEPALIVE_S = 15.0
+
+TLS_RECORD_BYTES = 16 * 1024
+
+
+
+def send_limit(sock: socket.socket) -> Optional[int]:
+    """Most bytes one ``send`` may take without blocking the pump: a TLS
+    socket writes all it is given (or times out), so one record at a time."""
+    return TLS_RECORD_BYTES if isinstance(sock, ssl.SSLSocket) else None
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -44,6 +57,7 @@ class SocketEndpoint:
         self.sock = sock
         self.name = name
         self.quick_ack = quick_ack and hasattr(socket, "TCP_QUICKACK")
+        self._send_limit = send_limit(sock)
         tune_socket(sock)
         if sock.gettimeout() is None:
             sock.settimeout(IO_TIMEOUT_S)
@@ -68,7 +82,7 @@ class SocketEndpoint:
         return b""
 
     def send(self, buffer) -> int:
-        return self.sock.send(buffer)
+        return self.sock.send(buffer[:self._send_limit])
 
     def close(self) -> None:
         try:
@@ -106,6 +120,8 @@ class WebSocketEndpoint:
         self._fragments = []
         self._fragment_opcode = wsframes.OP_BINARY
         self._outgoing = b""
+        self.last_received = self._last_ping = time.monotonic()
+        self._send_limit = send_limit(self.sock)
         tune_socket(self.sock)
         if ws.gettimeout() is None:
             ws.settimeout(IO_TIMEOUT_S)
@@ -150,22 +166,31 @@ class WebSocketEndpoint:
             return None
         return bytes(data)
 
-    def receive_control(self) -> Optional[protocol.Message]:
-        """Block (up to the socket timeout) for the next control message.
+    def receive_control(self, deadline: Optional[float] = None) -> Optional[protocol.Message]:
+        """Block for the next control message, until ``deadline`` (a
+        ``time.monotonic()`` value; pings do not extend it) or, without one,
+        up to the socket timeout per read.
 
         Returns None when the peer closed. Binary frames are not expected
         before pairing and count as a protocol error.
 
         Raises:
+            socket.timeout: the deadline passed.
             protocol.ProtocolError: debug bytes or a malformed message came.
             wsframes.FrameError: the peer broke the WebSocket framing.
-            OSError (such as socket.timeout): as raised by the socket.
+            OSError: as raised by the socket.
         """
         while True:
             if self.peer_closed:
                 return None
-            if not self._frames and not self._fill():
-                return None
+            if not self._frames:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout("no control message in time")
+                    self.sock.settimeout(left)
+                if not self._fill():
+                    return None
             message = self._next_message()
             if message is None:
                 continue
@@ -185,27 +210,37 @@ class WebSocketEndpoint:
         return data
 
     def send(self, buffer) -> int:
-        return self.sock.send(buffer)
+        return self.sock.send(buffer[:self._send_limit])
 
     def send_control(self, message: protocol.Message) -> None:
         self.sock.sendall(wsframes.encode(wsframes.OP_TEXT, protocol.encode(message).encode("utf-8")))
 
-    def close(self, code: int = protocol.CloseCode.NORMAL, reason: str = "", *, timeout: float = 1.0) -> None:
-        """Send a close frame with ``code`` and ``reason``, wait up to
-        ``timeout`` s for the peer to close, and release the socket. Never
-        raises; a second call does nothing."""
+    def close(self, code: int = protocol.CloseCode.NORMAL, reason: str = "", *, timeout: float = 1.0,
+              send_frame: bool = True) -> None:
+        """Send a close frame with ``code`` and ``reason``, wait for the peer
+        to close, and release the socket; all within ``timeout`` seconds.
+
+        ``send_frame=False`` skips the frame, for a connection left in the
+        middle of a frame. Never raises; a second call does nothing.
+        """
         if self.sock.fileno() < 0:
             return
+        deadline = time.monotonic() + timeout
         try:
-            if not self.peer_closed:
+            self.sock.settimeout(timeout)
+            if send_frame and not self.peer_closed:
                 payload = struct.pack("!H", int(code)) + protocol.clip_reason(reason).encode("utf-8")
                 self.sock.sendall(self.take_outgoing() + wsframes.encode(wsframes.OP_CLOSE, payload))
             self.sock.shutdown(socket.SHUT_WR)
             # Read until the peer closes: closing with unread bytes would
             # reset the connection and could lose our close frame.
-            self.sock.settimeout(timeout)
-            while self.sock.recv(CHUNK_BYTES):
-                pass
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.sock.settimeout(left)
+                if not self.sock.recv(CHUNK_BYTES):
+                    break
         except Exception:
             pass
         try:
@@ -219,7 +254,19 @@ class WebSocketEndpoint:
         if not data:
             self.peer_closed = True
             return False
+        self.last_received = time.monotonic()
         self._frames.extend(self._decoder.feed(data))
+        return True
+
+    def keepalive(self, now: float, *, interval: float = KEEPALIVE_S) -> bool:
+        """Ping a quiet peer; return False when it stayed silent for two
+        intervals (it vanished without closing, e.g. a frozen host)."""
+        quiet = now - self.last_received
+        if quiet >= 2 * interval:
+            return False
+        if quiet >= interval and now - self._last_ping >= interval:
+            self._last_ping = now
+            self._outgoing += wsframes.encode(wsframes.OP_PING, b"")
         return True
 
     def _next_message(self):

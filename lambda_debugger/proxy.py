@@ -33,6 +33,16 @@ BROKER_RETRY_AFTER_S = 10.0
 #: How long the handler's last DAP output may take to reach the debugger.
 DRAIN_S = 1.0
 
+#: Time left for closing the broker connection before the handler must start.
+CLOSE_ALLOWANCE_S = 0.2
+
+#: A paired debugger has at least this long to finish attaching (initialize,
+#: attach, breakpoints, configurationDone), within the handler's share.
+ATTACH_S = 30.0
+
+#: How often a quiet relay checks that the broker is still there.
+KEEPALIVE_TICK_S = 5.0
+
 
 @dataclass
 class Outcome:
@@ -87,6 +97,7 @@ class DebugSession:
         self.broker: Optional[WebSocketEndpoint] = None
         self.debugpy: Optional[SocketEndpoint] = None
         self.debugpy_port = 0
+        self.pump: Optional[relay.Pump] = None
 
     def __repr__(self) -> str:
         return "Session[%s/%s]" % (self.config.function_id, self.request_id)
@@ -95,27 +106,34 @@ class DebugSession:
 
     def run(self) -> Optional[Outcome]:
         """Debug the invocation; see the module docstring for the result."""
+        arrived = time.monotonic()
         remaining_ms = int(self.context.get_remaining_time_in_millis())
         budget_ms = wait_budget_ms(self.config.wait_max_ms, remaining_ms)
-        # The handler must start by this time to keep its guaranteed share.
-        latest_start = time.monotonic() + (remaining_ms - handler_reserve_ms(remaining_ms)) / 1000.0
-        if latest_start <= time.monotonic():
+        # The handler must start by this time to keep its guaranteed share;
+        # connecting, waiting and closing all fit before it.
+        latest_start = arrived + (remaining_ms - handler_reserve_ms(remaining_ms)) / 1000.0
+        wait_end = min(arrived + (budget_ms / 1000.0 if budget_ms else self.config.connect_timeout_s),
+                       latest_start - CLOSE_ALLOWANCE_S)
+        if wait_end <= arrived:
             log.info("%r: %d ms left, too little to wait for a debugger", self, remaining_ms)
             return None
         if broker_breaker.open():
             log.debug("%r: broker failed recently; not trying it yet", self)
             return None
         try:
-            paired = self._wait_for_debugger(budget_ms, latest_start)
+            paired = self._wait_for_debugger(budget_ms, wait_end, latest_start)
             if paired is None:
                 return None
             log.info(
                 "%r: debugger attached; running the handler under debugpy (%.1f s left)",
                 self, self.context.get_remaining_time_in_millis() / 1000.0,
             )
-            if not self._start_child(latest_start):
+            # A paired debugger gets a fair time to finish attaching, never
+            # past the handler's guaranteed share.
+            attach_by = min(latest_start, max(wait_end, time.monotonic() + ATTACH_S))
+            if not self._start_child(attach_by):
                 return None
-            return self._relay_until_done(latest_start)
+            return self._relay_until_done(attach_by)
         except Exception:
             if not self.started:
                 raise
@@ -123,19 +141,26 @@ class DebugSession:
             self._end_relay()
             return self.wait_without_relay()
         finally:
-            self._cleanup()
+            self._cleanup(latest_start)
 
-    def _wait_for_debugger(self, budget_ms: int, latest_start: float) -> Optional[protocol.Paired]:
-        timeout = min(self.config.connect_timeout_s, max(0.05, latest_start - time.monotonic()))
+    def _wait_for_debugger(self, budget_ms: int, wait_end: float, latest_start: float) -> Optional[protocol.Paired]:
         try:
             import websocket  # websocket-client, loaded only when a session starts
 
             ws = websocket.create_connection(
                 self.config.broker_url,
-                timeout=timeout,
+                timeout=max(0.05, min(self.config.connect_timeout_s, wait_end - time.monotonic())),
                 header=protocol.bearer(self.config.auth_token),
                 enable_multithread=False,
             )
+            self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
+            self.broker.send_control(protocol.Invocation(
+                request_id=self.request_id,
+                deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
+                function_name=getattr(self.context, "function_name", None) or "",
+                runtime="python%d.%d" % sys.version_info[:2],
+                wait_ms=budget_ms,
+            ))
         except Exception as exc:
             broker_breaker.trip()
             log.warning(
@@ -143,30 +168,17 @@ class DebugSession:
                 self, describe_error(exc), BROKER_RETRY_AFTER_S,
             )
             return None
-        self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
-        self.broker.send_control(protocol.Invocation(
-            request_id=self.request_id,
-            deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
-            function_name=getattr(self.context, "function_name", None) or "",
-            runtime="python%d.%d" % sys.version_info[:2],
-            wait_ms=budget_ms,
-        ))
         if budget_ms:
-            log.info("%r: waiting up to %.1f s for a debugger", self, budget_ms / 1000.0)
-        # With no wait budget, pair only with a debugger already armed: the
-        # broker answers at once either way.
-        wait_until = time.monotonic() + (budget_ms / 1000.0 if budget_ms else timeout)
+            log.info("%r: waiting up to %.1f s for a debugger", self, (wait_end - time.monotonic()))
         while True:
-            left = wait_until - time.monotonic()
-            if left <= 0:
-                self.broker.close(protocol.CloseCode.NOT_WAITING, "no debugger attached in time")
+            try:
+                # With no wait budget the broker answers at once: paired with
+                # a debugger already armed, or closed with NOT_WAITING.
+                message = self.broker.receive_control(deadline=wait_end)
+            except (socket.timeout, TimeoutError):
+                self._close_broker(protocol.CloseCode.NOT_WAITING, "no debugger attached in time", latest_start)
                 log.info("%r: no debugger attached in time; running normally", self)
                 return None
-            self.broker.settimeout(left)
-            try:
-                message = self.broker.receive_control()
-            except (socket.timeout, TimeoutError):
-                continue
             except Exception as exc:
                 log.warning("%r: broker connection failed (%s); running normally", self, describe_error(exc))
                 return None
@@ -183,7 +195,7 @@ class DebugSession:
             if isinstance(message, protocol.Notice):
                 self._on_notice(message)
 
-    def _start_child(self, latest_start: float) -> bool:
+    def _start_child(self, attach_by: float) -> bool:
         ctx = multiprocessing.get_context("fork")
         self.conn, child_conn = ctx.Pipe()
         self.process = ctx.Process(
@@ -192,7 +204,7 @@ class DebugSession:
             # The broker connection and the proxy's pipe end are not the child's.
             kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.sock, self.conn)},
             name="lambda-debugger-child",
-            daemon=True,
+            daemon=False,  # the handler may start processes of its own
         )
         with warnings.catch_warnings():
             # Forking while user threads run is what Lambda's own fork-based
@@ -200,7 +212,7 @@ class DebugSession:
             warnings.simplefilter("ignore", DeprecationWarning)
             self.process.start()
         child_conn.close()
-        message = self._next_message(latest_start)
+        message = self._next_message(attach_by)
         if not message or message[0] != "ready":
             why = message[1] if message and message[0] == "failed" else "the child did not start"
             log.warning("%r: %s; running normally", self, why)
@@ -216,14 +228,14 @@ class DebugSession:
         self.broker.settimeout(IO_TIMEOUT_S)
         return True
 
-    def _relay_until_done(self, latest_start: float) -> Optional[Outcome]:
+    def _relay_until_done(self, attach_by: float) -> Optional[Outcome]:
         watch = (self.conn, self.process.sentinel)
-        pump = relay.Pump(self.broker, self.debugpy)
+        pump = self.pump = relay.Pump(self.broker, self.debugpy)
         relaying = True
         while True:
-            deadline = None if self.started else latest_start
             if relaying:
-                result = pump.run(deadline=deadline, watch=watch)
+                tick = time.monotonic() + KEEPALIVE_TICK_S
+                result = pump.run(deadline=tick if self.started else min(tick, attach_by), watch=watch)
                 if result.reason == relay.CLOSED:
                     relaying = False
                     if result.endpoint is self.debugpy and wait_for(watch, DRAIN_S):
@@ -233,10 +245,18 @@ class DebugSession:
                         return self._give_up("the debugger left before the handler started")
                     continue
                 if result.reason == relay.DEADLINE:
-                    return self._give_up("the debugger did not finish attaching in time")
+                    if not self.started and time.monotonic() >= attach_by:
+                        return self._give_up("the debugger did not finish attaching in time")
+                    if not self.broker.keepalive(time.monotonic()):
+                        relaying = False
+                        log.warning("%r: the broker went silent; the handler runs on without the debugger", self)
+                        self._end_relay()
+                        if not self.started:
+                            return self._give_up("the debugger was lost before the handler started")
+                    continue
             else:
                 wait_for(watch)
-            outcome = self._poll_child(latest_start)
+            outcome = self._poll_child(attach_by)
             if outcome is None:
                 continue
             if outcome == "fallback":
@@ -249,7 +269,7 @@ class DebugSession:
 
     # Helpers -----------------------------------------------------------
 
-    def _poll_child(self, latest_start: float = float("inf")):
+    def _poll_child(self, attach_by: float = float("inf")):
         """Read what the child reported. Returns an Outcome, "fallback" when
         the child failed before the handler started, or None to go on."""
         if self.conn.poll():
@@ -260,7 +280,7 @@ class DebugSession:
             if message is not None:
                 kind = message[0]
                 if kind == "configured":
-                    if time.monotonic() > latest_start:
+                    if time.monotonic() > attach_by:
                         log.warning("%r: the debugger finished attaching too late; running normally", self)
                         return "fallback"
                     # Decided here, not in the child, so that a session given
@@ -324,7 +344,7 @@ class DebugSession:
         if self.debugpy is None:
             return
         self.debugpy.close()
-        self.broker.close(protocol.CloseCode.PEER_GONE, "relay ended")
+        self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
         if self.started and self.outcome is None:
             released = dap.release_debuggee(self.debugpy_port)
             log.info("%r: %s", self, "the handler was resumed" if released
@@ -338,11 +358,19 @@ class DebugSession:
         if isinstance(message, protocol.Notice):
             log.info("%r: broker says: %s", self, message.message[:200])
 
-    def _cleanup(self) -> None:
+    def _close_broker(self, code: int, reason: str, latest_start: float = float("inf")) -> None:
+        """Close the broker connection, within what is left before ``latest_start``."""
+        if self.broker is not None:
+            timeout = max(0.0, min(1.0, latest_start - time.monotonic()))
+            # A frame left half-sent must not be followed by a close frame.
+            clean = self.pump is None or not self.pump.queued(self.broker)
+            self.broker.close(code, reason, timeout=timeout, send_frame=clean)
+
+    def _cleanup(self, latest_start: float) -> None:
         if self.debugpy is not None:
             self.debugpy.close()
-        if self.broker is not None:
-            self.broker.close(protocol.CloseCode.INVOCATION_DONE, "invocation finished")
+        self._close_broker(protocol.CloseCode.INVOCATION_DONE, "invocation finished",
+                           latest_start if not self.started else float("inf"))
         if self.process is None or (self.started and self.outcome is None):
             return  # never kill a handler that is running
         if self.started:
@@ -350,3 +378,8 @@ class DebugSession:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(1)
+        self.conn.close()
+        try:
+            self.process.close()  # its sentinel descriptors, now rather than at garbage collection
+        except ValueError:
+            pass  # still running after SIGKILL: left to the OS

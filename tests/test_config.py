@@ -54,3 +54,9 @@ def test_bad_token_value_never_appears_in_errors():
 ])
 def test_wait_budget_leaves_the_handler_its_share(wait_max, remaining, expected):
     assert wait_budget_ms(wait_max, remaining) == expected
+
+
+def test_the_token_stays_out_of_reprs():
+    config = LambdaConfig.from_environ(dict(BASE, DEBUGGER_AUTH_TOKEN="tok-987"))
+    assert config.auth_token == "tok-987"
+    assert "tok-987" not in repr(config) and "tok-987" not in str(config)

@@ -3,6 +3,7 @@ the broker, the attach bridge and a scripted DAP client."""
 
 import json
 import socket
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -229,3 +230,163 @@ def test_debugger_leaving_before_the_handler_starts_means_a_normal_run(broker, s
     assert "the debugger left before the handler started; running normally" in logs
     assert "stdout line from " + result.request_id in logs  # it ran, once
     assert logs.count("stdout line from ") == 1
+
+
+ISOLATION_HANDLER = '''\
+import os
+import socket
+
+ADDRESS = ("127.0.0.1", int(os.environ["LINE_SERVER_PORT"]))
+connection = socket.create_connection(ADDRESS)  # made at init, like a pooled client
+
+
+def send_line(text):
+    connection.sendall(text.encode() + b"\\n")
+    reply = connection.recv(100)
+    if not reply:
+        raise ConnectionError("closed")
+    return reply.decode().strip()
+
+
+def handler(event, context):
+    global connection
+    try:
+        return send_line(event["text"])
+    except OSError:
+        connection = socket.create_connection(ADDRESS)  # what a pooled client does
+        return "reconnected " + send_line(event["text"])
+
+
+import lambda_debugger
+'''
+
+
+class LineServer:
+    """Answers each line with the number of the connection that sent it."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lines = {}
+        import threading
+
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            number = len(self.lines)
+            self.lines[number] = []
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn, number):
+        with conn:
+            for line in conn.makefile("rb"):
+                self.lines[number].append(line.decode().strip())
+                conn.sendall(b"%d\n" % number)
+
+    def close(self):
+        self.listener.close()
+
+
+def test_the_child_never_shares_the_functions_connections(broker, start_bridge, make_function):
+    server = LineServer()
+    try:
+        # DEBUGGER_WAIT_MAX=0: an invocation pairs only with a debugger already armed.
+        function = make_function(broker=broker, source=ISOLATION_HANDLER, env={
+            "LINE_SERVER_PORT": str(server.port), "DEBUGGER_WAIT_MAX": "0"})
+        client = start_bridge().connect()
+        with ThreadPoolExecutor(1) as pool:
+            attached = pool.submit(client.attach_and_configure, {}, timeout=30)
+            broker.wait_for_state("armed")
+            debugged = json.loads(function.invoke({"text": "debugged"}).payload)
+            attached.result(timeout=30)
+        plain = json.loads(function.invoke({"text": "plain"}).payload)
+    finally:
+        server.close()
+    # The child found its inherited connection unusable and opened its own;
+    # the warm process's connection carried only the process's own line.
+    assert debugged == "reconnected 1"
+    assert plain == "0"
+    assert server.lines == {0: ["plain"], 1: ["debugged"]}
+
+
+def raw_connect(port):
+    """A plain TCP connection to a bridge that may still be starting."""
+    def attempt():
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except ConnectionRefusedError:
+            return None
+    return wait_until(attempt, 10, "the bridge to listen")
+
+
+def attach_without_breakpoints(bridge, function, handler_event=None):
+    future = function.invoke_async(handler_event)
+    bridge.connect().attach_and_configure({}, timeout=30)
+    return future.result(timeout=30)
+
+
+def test_the_handler_may_start_processes_under_the_debugger(broker, start_bridge, make_function):
+    result = attach_without_breakpoints(start_bridge(), make_function("app.spawn", broker=broker))
+    assert result.ok, result.payload
+    assert json.loads(result.payload) == {"from_process": 45}
+
+
+def test_values_pickle_cannot_carry_are_returned_byte_identical(broker, start_bridge, make_function):
+    expected = make_function("app.odd_value", folder="plain").invoke()
+    result = attach_without_breakpoints(start_bridge(), make_function("app.odd_value", broker=broker))
+    assert result.ok and result.payload == expected.payload == b'{"name": "Ada Lovelace"}'
+
+
+def test_a_peer_that_never_finishes_attaching_costs_at_most_the_handlers_share(broker, start_bridge,
+                                                                                make_function):
+    # 6 s function: the handler keeps 1 s whatever happens, so the attach
+    # must give up by 5 s even though a debugger paired.
+    function = make_function(broker=broker, timeout_s=6, env={"DEBUGGER_WAIT_MAX": "1000"})
+    bridge = start_bridge()
+    stray = raw_connect(bridge.port)  # connects, says nothing
+    try:
+        broker.wait_for_state("armed")
+        started = time.monotonic()
+        result = function.invoke()
+        elapsed = time.monotonic() - started
+    finally:
+        stray.close()
+    assert result.ok and json.loads(result.payload)["total"] == 6
+    assert 4.0 < elapsed < 5.9
+    assert "the debugger did not finish attaching in time; running normally" in function.logs()
+
+
+def test_the_bridge_survives_an_ide_that_resets_while_waiting(broker, start_bridge):
+    bridge = start_bridge()
+    ide = raw_connect(bridge.port)
+    broker.wait_for_state("armed")
+    ide.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ide.close()  # a reset, not a clean close
+    wait_until(lambda: "disconnected" in bridge.output() or "session ended" in bridge.output(), 10, "the bridge")
+    assert bridge.process.poll() is None  # still serving
+    second = bridge.connect()  # and a new IDE connection is taken
+    second.send_request("initialize", {"adapterID": "debugpy"})
+    broker.wait_for_state("armed")
+    assert "Traceback" not in bridge.output()
+
+
+def test_pings_do_not_stretch_the_wait_for_a_debugger(tmp_path, make_function):
+    from tests.support.chain import BrokerProcess
+
+    chatty = BrokerProcess(str(tmp_path / "chatty.log"), "--ping-interval", "0.3")
+    try:
+        function = make_function(broker=chatty, env={"DEBUGGER_WAIT_MAX": "2000"})
+        function.invoke()
+        result = function.invoke()
+    finally:
+        chatty.stop()
+    assert result.ok
+    assert result.duration_ms < 2000 + 600
+    assert "no debugger attached in time" in function.logs()

@@ -13,7 +13,8 @@ import sys
 import threading
 import time
 
-from lambda_debugger.bridge import AttachBridge, BridgeError, parse_listen
+from lambda_debugger.bridge import AttachBridge, parse_listen
+from lambda_debugger.endpoints import describe_error
 
 FUNCTION_ID = "local"
 
@@ -134,8 +135,8 @@ def run_local(args) -> int:
 def _serve(bridge: AttachBridge, stop: threading.Event) -> None:
     try:
         bridge.serve(once=True, stop=stop)
-    except BridgeError as exc:
-        bridge.say("attach bridge stopped: %s" % exc)
+    except Exception as exc:  # the invocation goes on without a debugger
+        bridge.say("attach bridge stopped: %s" % describe_error(exc))
 
 
 def _report_wait(bridge: AttachBridge, stop: threading.Event, wait_max_ms: int, listen, out) -> None:

@@ -79,6 +79,32 @@ def describe(event, context):
     }
 
 
+def spawn(event, context):
+    import multiprocessing
+
+    def work(conn):
+        conn.send(sum(range(10)))
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=work, args=(child,))
+    process.start()
+    value = parent.recv()
+    process.join()
+    return {"from_process": value}
+
+
+class Name(str):
+    """JSON-serialisable, but pickle cannot rebuild it."""
+
+    def __new__(cls, first, last):
+        return super().__new__(cls, first + " " + last)
+
+
+def odd_value(event, context):
+    return {"name": Name("Ada", "Lovelace")}
+
+
 import lambda_debugger  # noqa: E402,F401
 '''
 
@@ -120,14 +146,14 @@ def wait_until(predicate, timeout: float, what: str):
 class BrokerProcess:
     """``python -m broker_server`` on free loopback ports."""
 
-    def __init__(self, log_path: str):
+    def __init__(self, log_path: str, *extra_args: str):
         self.lambda_port, self.debugger_port = free_port(), free_port()
         self.log_path = log_path
         env = dict(os.environ, BROKER_LAMBDA_TOKEN=LAMBDA_TOKEN, BROKER_DEBUGGER_TOKEN=DEBUGGER_TOKEN)
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "broker_server", "--host", "127.0.0.1",
-             "--lambda-port", str(self.lambda_port), "--debugger-port", str(self.debugger_port)],
+             "--lambda-port", str(self.lambda_port), "--debugger-port", str(self.debugger_port), *extra_args],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
         )
         wait_until(self._healthy, 15, "the broker's /healthz")
