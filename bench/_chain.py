@@ -11,7 +11,7 @@ import time
 import _common  # noqa: F401  (puts the repository on sys.path)
 
 from lambda_debugger.local.function import LocalFunction
-from tests.support.chain import LAMBDA_TOKEN, BridgeProcess, BrokerProcess
+from tests.support.chain import LAMBDA_TOKEN, BridgeProcess, BrokerProcess, wait_until
 from tests.support.dap_client import DapClient
 
 
@@ -46,6 +46,7 @@ class Chain:
         """Start an invocation and a bridge; return (port, finish) where
         finish() waits for the invocation and returns its result."""
         bridge = BridgeProcess(self.broker, os.path.join(self.root, "bridge.log"), function_id="bench")
+        wait_until(lambda: "listening for the IDE" in bridge.output(), 10, "the bridge")
         result = {}
         invoking = threading.Thread(target=lambda: result.setdefault("r", self.function.invoke(event or {})),
                                     daemon=True)
