@@ -148,23 +148,23 @@ class WebSocketEndpoint:
             return None
         if not self._frames and not self._fill():
             return None
-        data = bytearray()
+        payloads = []
         while self._frames:
             message = self._next_message()
             if message is None:
                 continue
             opcode, payload = message
             if opcode == wsframes.OP_BINARY:
-                data += payload
+                payloads.append(payload)
             elif opcode == wsframes.OP_TEXT:
                 self._control(payload)
             elif opcode == wsframes.OP_PING:
                 self._outgoing += wsframes.encode(wsframes.OP_PONG, payload)
             elif opcode == wsframes.OP_CLOSE:
                 break
-        if self.peer_closed and not data:
+        if self.peer_closed and not payloads:
             return None
-        return bytes(data)
+        return payloads[0] if len(payloads) == 1 else b"".join(payloads)
 
     def receive_control(self, deadline: Optional[float] = None) -> Optional[protocol.Message]:
         """Block for the next control message, until ``deadline`` (a

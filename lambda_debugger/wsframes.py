@@ -23,16 +23,33 @@ class FrameError(ValueError):
 def mask(key: bytes, data) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 5.3).
 
-    Pure Python, so done on whole buffers as big integers: the key stream is
-    the key times a cached ``0x00000001``-per-word integer.
+    Pure Python, done in C loops: large payloads as four interleaved
+    ``bytes.translate`` passes (one per key byte), small ones as one
+    big-integer XOR. Returns ``bytes`` or a ``bytearray``.
     """
     size = len(data)
-    if not size:
-        return b""
-    words = (size + 3) // 4
-    stream = int.from_bytes(key, _BYTEORDER) * _word_ones(words)
-    masked = (int.from_bytes(data, _BYTEORDER) ^ stream).to_bytes(words * 4, _BYTEORDER)
-    return masked if size == words * 4 else masked[:size]
+    if size < _TRANSLATE_FROM:
+        if not size:
+            return b""
+        words = (size + 3) // 4
+        stream = int.from_bytes(key, _BYTEORDER) * _word_ones(words)
+        masked = (int.from_bytes(data, _BYTEORDER) ^ stream).to_bytes(words * 4, _BYTEORDER)
+        return masked if size == words * 4 else masked[:size]
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    out = bytearray(size)
+    for offset in range(4):
+        out[offset::4] = data[offset::4].translate(_xor_table(key[offset]))
+    return out
+
+
+#: Payloads from this size up are masked with ``bytes.translate``.
+_TRANSLATE_FROM = 2048
+
+
+@functools.lru_cache(maxsize=256)
+def _xor_table(byte: int) -> bytes:
+    return bytes(value ^ byte for value in range(256))
 
 
 @functools.lru_cache(maxsize=16)
