@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -26,7 +27,7 @@ from tornado.web import Application
 
 from lambda_debugger.protocol import CloseCode
 
-from .config import DEBUGGER_TOKEN_VARIABLE, LAMBDA_TOKEN_VARIABLE, BrokerConfig, ConfigError
+from .config import DEBUGGER_TOKEN_VARIABLE, LAMBDA_TOKEN_VARIABLE, BrokerConfig, ConfigError, read_token_file
 from .handlers import BrokerState, DebugSocket, LambdaSocket
 from .logfmt import format_event, log_event, logger
 from .registry import Registry
@@ -291,6 +292,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     add("--lambda-port", type=int, help="Lambda-facing port (default 8080)")
     add("--debugger-port", type=int, help="developer-facing port (default 9229)")
+    add("--lambda-token-file", metavar="PATH",
+        help="read the Lambda token from this file instead of %s" % LAMBDA_TOKEN_VARIABLE)
+    add("--debugger-token-file", metavar="PATH",
+        help="read the debugger token from this file instead of %s" % DEBUGGER_TOKEN_VARIABLE)
     add("--insecure", action="store_true", help="accept connections without tokens (trusted networks only)")
     add("--certfile", help="TLS certificate chain (PEM); serves wss://")
     add("--keyfile", help="TLS private key (PEM)")
@@ -355,6 +360,18 @@ def main(argv: Optional[List[str]] = None, *, environ=None, prog: str = "python 
     """
     parser = _parser(prog)
     args = parser.parse_args(argv)
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        for option, path, variable in (
+            ("--lambda-token-file", args.lambda_token_file, LAMBDA_TOKEN_VARIABLE),
+            ("--debugger-token-file", args.debugger_token_file, DEBUGGER_TOKEN_VARIABLE),
+        ):
+            if path:
+                if environ.get(variable):
+                    raise ConfigError("give the token in %s or in %s, not both" % (variable, option))
+                environ[variable] = read_token_file(path, option)
+    except ConfigError as error:
+        parser.error(str(error))
     config = BrokerConfig.from_environ(
         environ,
         host=args.host,

@@ -25,6 +25,28 @@ class ConfigError(ValueError):
     """Settings the broker cannot start with; the message says what to fix."""
 
 
+def read_token_file(path: str, option: str) -> str:
+    """The token stored in ``path`` (surrounding white space removed).
+
+    Files keep tokens out of process listings and shell history; they suit
+    Docker and Kubernetes secrets.
+
+    Raises:
+        ConfigError: unreadable or empty file (the message never holds file contents).
+    """
+    try:
+        with open(path, encoding="utf-8") as source:
+            token = source.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("%s %s: cannot read it (%s)" % (option, path, getattr(error, "strerror", None) or
+                                                       type(error).__name__)) from None
+    if not token:
+        raise ConfigError("%s %s: the file is empty" % (option, path))
+    if any(c.isspace() for c in token):
+        raise ConfigError("%s %s: the token has white space inside; one token per file" % (option, path))
+    return token
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """Everything the broker needs to know, immutable once built."""

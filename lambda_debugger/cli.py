@@ -71,18 +71,43 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
                         help="broker address: host, host:port, ws://... or wss://... (port 9229 by default)")
     parser.add_argument("--token", default=None,
                         help="the broker's debugger token (default: $BROKER_DEBUGGER_TOKEN)")
+    parser.add_argument("--token-file", default=None, metavar="PATH",
+                        help="read the debugger token from this file (keeps it out of process listings)")
+    parser.add_argument("--ca-file", default=None, metavar="PATH",
+                        help="PEM bundle that signs the broker's certificate (wss:// with a private CA)")
+
+
+class _UsageError(Exception):
+    """A bad command-line value; the message says which."""
 
 
 def _token(args) -> Optional[str]:
+    if args.token_file:
+        if args.token:
+            raise _UsageError("give --token or --token-file, not both")
+        from broker_server.config import ConfigError, read_token_file
+
+        try:
+            return read_token_file(args.token_file, "--token-file")
+        except ConfigError as exc:
+            raise _UsageError(str(exc)) from None
     return args.token or os.environ.get("BROKER_DEBUGGER_TOKEN") or None
+
+
+def _ca_file(args) -> Optional[str]:
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        raise _UsageError("--ca-file %s: no such file" % args.ca_file)
+    return args.ca_file
 
 
 def _attach(args) -> int:
     from lambda_debugger.bridge import AttachBridge, BridgeError, parse_listen
 
     try:
-        bridge = AttachBridge(args.function_id, args.broker, token=_token(args), listen=parse_listen(args.listen))
-    except (BridgeError, ValueError, protocol.ProtocolError) as exc:
+        ca_file = _ca_file(args)
+        bridge = AttachBridge(args.function_id, args.broker, token=_token(args), listen=parse_listen(args.listen),
+                              sslopt={"ca_certs": ca_file} if ca_file else None)
+    except (BridgeError, ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
     except OSError as exc:
@@ -103,7 +128,17 @@ def _sessions(args) -> int:
     from lambda_debugger.sessions import SessionsError, fetch_sessions, format_sessions
 
     try:
-        sessions = fetch_sessions(args.broker, _token(args))
+        token, ca_file = _token(args), _ca_file(args)
+    except _UsageError as exc:
+        print("lambda-debugger sessions: %s" % exc, file=sys.stderr)
+        return 2
+    context = None
+    if ca_file:
+        import ssl
+
+        context = ssl.create_default_context(cafile=ca_file)
+    try:
+        sessions = fetch_sessions(args.broker, token, context=context)
     except SessionsError as exc:
         print("lambda-debugger sessions: %s" % exc, file=sys.stderr)
         return 1

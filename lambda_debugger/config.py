@@ -33,6 +33,8 @@ class LambdaConfig:
         auth_token: the broker's Lambda-side token, or None.
         wait_max_ms: longest wait for a debugger per invocation.
         log_level: ``debug``, ``info`` or ``warning``.
+        ca_file: PEM bundle that signs the broker's certificate (``wss://``
+            with a private CA); None trusts the system's CAs.
         connect_timeout_s: longest TCP/TLS/WebSocket handshake with the broker.
     """
 
@@ -41,6 +43,7 @@ class LambdaConfig:
     auth_token: Optional[str] = field(default=None, repr=False)  # kept out of reprs and error reports
     wait_max_ms: int = DEFAULT_WAIT_MAX_MS
     log_level: str = "info"
+    ca_file: Optional[str] = None
     connect_timeout_s: float = 1.0
 
     @classmethod
@@ -80,12 +83,16 @@ class LambdaConfig:
         if log_level not in LOG_LEVELS:
             raise ConfigError("DEBUGGER_LOG_LEVEL must be one of %s" % ", ".join(LOG_LEVELS))
         token = environ.get("DEBUGGER_AUTH_TOKEN", "").strip() or None
+        ca_file = environ.get("DEBUGGER_CA_FILE", "").strip() or None
+        if ca_file and not os.path.isfile(ca_file):
+            raise ConfigError("DEBUGGER_CA_FILE %s: no such file" % ca_file[:200])
         values = dict(
             broker_url=url,
             function_id=function_id,
             auth_token=token,
             wait_max_ms=wait_max_ms,
             log_level=log_level,
+            ca_file=ca_file,
         )
         values.update(overrides)
         return cls(**values)

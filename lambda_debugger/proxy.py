@@ -151,6 +151,7 @@ class DebugSession:
                 self.config.broker_url,
                 timeout=max(0.05, min(self.config.connect_timeout_s, wait_end - time.monotonic())),
                 header=protocol.bearer(self.config.auth_token),
+                sslopt={"ca_certs": self.config.ca_file} if self.config.ca_file else None,
                 enable_multithread=False,
             )
             self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)

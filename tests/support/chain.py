@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,8 +20,8 @@ from tests.support.dap_client import DapClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-LAMBDA_TOKEN = "lambda-token-Zq8v"
-DEBUGGER_TOKEN = "debugger-token-Xw3k"
+LAMBDA_TOKEN = "lt-9fK2qZ7pW4xR1mN8"
+DEBUGGER_TOKEN = "dt-3vB6yH0sJ5cT2eL7"
 
 #: A handler module used by the end-to-end tests; ``# BREAK`` marks the line
 #: the debugger stops at.
@@ -146,10 +147,14 @@ def wait_until(predicate, timeout: float, what: str):
 class BrokerProcess:
     """``python -m broker_server`` on free loopback ports."""
 
-    def __init__(self, log_path: str, *extra_args: str):
+    def __init__(self, log_path: str, *extra_args: str, ca_file: str = None, env: dict = None):
         self.lambda_port, self.debugger_port = free_port(), free_port()
         self.log_path = log_path
-        env = dict(os.environ, BROKER_LAMBDA_TOKEN=LAMBDA_TOKEN, BROKER_DEBUGGER_TOKEN=DEBUGGER_TOKEN)
+        self.scheme = "https" if ca_file else "http"
+        self.context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        if env is None:
+            env = {"BROKER_LAMBDA_TOKEN": LAMBDA_TOKEN, "BROKER_DEBUGGER_TOKEN": DEBUGGER_TOKEN}
+        env = dict({k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}, **env)
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "broker_server", "--host", "127.0.0.1",
@@ -162,17 +167,18 @@ class BrokerProcess:
         if self.process.poll() is not None:
             raise AssertionError("broker exited: " + open(self.log_path).read())
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.debugger_port, timeout=1) as r:
+            url = "%s://127.0.0.1:%d/healthz" % (self.scheme, self.debugger_port)
+            with urllib.request.urlopen(url, timeout=1, context=self.context) as r:
                 return r.status == 200
         except OSError:
             return False
 
     def sessions(self) -> list:
         request = urllib.request.Request(
-            "http://127.0.0.1:%d/api/sessions" % self.debugger_port,
+            "%s://127.0.0.1:%d/api/sessions" % (self.scheme, self.debugger_port),
             headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
             return json.loads(response.read())
 
     def wait_for_state(self, state: str, count: int = 1, timeout: float = 15) -> list:
@@ -191,15 +197,19 @@ class BridgeProcess:
     """``lambda-debugger attach`` listening on a free loopback port."""
 
     def __init__(self, broker: BrokerProcess, log_path: str, function_id: str = "orders",
-                 token: str = DEBUGGER_TOKEN, once: bool = True):
+                 token: str = DEBUGGER_TOKEN, once: bool = True, extra_args=()):
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        env = dict(os.environ, BROKER_DEBUGGER_TOKEN=token)
+        env = dict(os.environ)
+        env.pop("BROKER_DEBUGGER_TOKEN", None)
+        if token is not None:
+            env["BROKER_DEBUGGER_TOKEN"] = token
+        scheme = "wss://" if broker.scheme == "https" else ""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lambda_debugger", "attach", function_id,
-             "--broker", "127.0.0.1:%d" % broker.debugger_port, "--listen", "127.0.0.1:%d" % self.port]
-            + (["--once"] if once else []),
+             "--broker", "%s127.0.0.1:%d" % (scheme, broker.debugger_port), "--listen", "127.0.0.1:%d" % self.port]
+            + (["--once"] if once else []) + list(extra_args),
             env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
         )
 
@@ -228,9 +238,10 @@ class Function:
         self.log = open(self.log_path, "ab")
         variables = {}
         if broker is not None:
+            scheme = "wss://" if broker.scheme == "https" else ""
             variables = {
                 "DEBUGGER_ACTIVE": "1",
-                "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
+                "DEBUGGER_BROKER_ADDRESS": "%s127.0.0.1:%d" % (scheme, broker.lambda_port),
                 "DEBUGGER_FUNCTION_ID": function_id,
                 "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
                 "DEBUGGER_WAIT_MAX": "30000",
