@@ -158,6 +158,8 @@ class BrokerServer:
         return context
 
     def _reap(self) -> None:
+        for connection in list(self._state.connections):
+            connection.end_if_unresponsive()
         self.registry.reap(time.time())
 
     def run_forever(self, on_ready: Optional[Callable[[], None]] = None) -> None:

@@ -175,6 +175,14 @@ class BrokerSocket(WebSocketHandler):
         # Do not wait for the closing handshake: the partner learns at once.
         self.registry.peer_left(self, code)
 
+    def end_if_unresponsive(self) -> None:
+        """End the session of a connection the broker is closing but whose
+        peer does not answer (a missed pong, a frozen Lambda): Tornado waits
+        5 s more for the close handshake; the partner learns now."""
+        ws = self.ws_connection
+        if ws is not None and ws.server_terminated and not ws.client_terminated:
+            self.registry.peer_left(self, None)
+
     # Peer interface used by the registry ------------------------------------
 
     def send_control(self, message: Message) -> None:
