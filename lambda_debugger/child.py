@@ -29,6 +29,7 @@ import pickle
 import socket
 import stat
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -95,8 +96,32 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     except Exception as exc:
         # Drop this frame: the runtime would show only the handler's frames.
         conn.send(("error", RemoteError.capture(exc, exc.__traceback__.tb_next)))
-        return
-    _send_result(conn, value)
+    else:
+        _send_result(conn, value)
+    # Exit now, as Lambda freezes a sandbox once the handler returned: no
+    # waiting for debugpy's or the handler's threads, no atexit hooks (they
+    # belong to the Lambda process, not to this copy of it).
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    _drain_debugger()
+    os._exit(0)
+
+
+def _drain_debugger(timeout: float = 0.5) -> None:
+    """Let debugpy send what it has queued (the handler's last output events)."""
+    try:
+        import pydevd
+
+        queue = pydevd.get_global_debugger().writer._cmd_queue  # private: best effort
+        deadline = time.monotonic() + timeout
+        while not queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.005)  # the last command may still be in sendall
+    except Exception:
+        pass
 
 
 def _send_result(conn, value) -> None:

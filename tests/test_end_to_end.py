@@ -15,11 +15,11 @@ from tests.support.chain import LAMBDA_TOKEN, break_line, free_port, wait_until
 pytestmark = pytest.mark.timeout(90)
 
 
-def debug_to_breakpoint(bridge, function, timeout=30):
+def debug_to_breakpoint(bridge, function, timeout=30, **attach):
     """Attach through the bridge and wait until stopped at the ``# BREAK`` line."""
     client = bridge.connect()
     line = break_line(function.path)
-    breakpoints = client.attach_and_configure({function.path: [line]}, timeout=timeout)
+    breakpoints = client.attach_and_configure({function.path: [line]}, timeout=timeout, **attach)
     assert breakpoints[function.path][0]["verified"]
     stopped = client.wait_stopped(timeout=timeout)
     return client, stopped, line
@@ -67,12 +67,14 @@ def test_invocation_first_then_debugger(broker, start_bridge, make_function):
     waiting = broker.wait_for_state("waiting")
     assert waiting[0]["function_id"] == "orders" and waiting[0]["function_name"] == "local-function"
     bridge = start_bridge()
-    client, stopped, line = debug_to_breakpoint(bridge, function)
+    client, stopped, line = debug_to_breakpoint(bridge, function, attach_args={"redirectOutput": True})
     assert client.stack_trace(stopped["threadId"])[0]["line"] == line
     client.continue_(stopped["threadId"])
     result = result_future.result(timeout=30)
     assert result.ok and json.loads(result.payload)["total"] == 6
     assert result.request_id == waiting[0]["request_id"]
+    # The handler's last output still reached the IDE before the child exited.
+    wait_until(lambda: "stdout line from " + result.request_id in client.output(), 5, "the output event")
 
 
 def test_custom_exception_keeps_type_message_and_frames(broker, start_bridge, make_function):
