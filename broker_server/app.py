@@ -132,7 +132,11 @@ class BrokerServer:
                 sock.close()
             raise
         for app, sockets in ((lambda_app, lambda_sockets), (debugger_app, debugger_sockets)):
-            server = HTTPServer(app, ssl_options=ssl_context)
+            # A client that does not finish its HTTP request (or WebSocket
+            # upgrade) within the handshake timeout is dropped.
+            server = HTTPServer(app, ssl_options=ssl_context,
+                                idle_connection_timeout=self.config.handshake_timeout_s,
+                                body_timeout=self.config.handshake_timeout_s)
             server.add_sockets(sockets)
             self._servers.append(server)
         self.lambda_port = lambda_sockets[0].getsockname()[1]
