@@ -310,7 +310,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add("--max-frame-bytes", type=int, help="largest WebSocket message (default 1 MiB)")
     add("--pairing-timeout", type=float, metavar="S", help="how long a debugger waits for an invocation (default 900)")
     add("--handshake-timeout", type=float, metavar="S", help="time for a Lambda to announce itself (default 10)")
-    add("--ping-interval", type=float, metavar="S", help="WebSocket ping interval, 0 for none (default 20)")
+    add("--ping-interval", type=float, metavar="S", help="WebSocket ping interval, 0 for none (default 10)")
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
 

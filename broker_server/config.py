@@ -72,7 +72,7 @@ class BrokerConfig:
     #: Time a Lambda has to send its ``Invocation`` after connecting.
     handshake_timeout_s: float = 10.0
     #: Seconds between WebSocket pings; 0 disables them.
-    ping_interval_s: float = 20.0
+    ping_interval_s: float = 10.0
 
     @classmethod
     def from_environ(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "BrokerConfig":

@@ -24,7 +24,7 @@ CHUNK_BYTES = 512 * 1024
 IO_TIMEOUT_S = 30.0
 
 #: A quiet WebSocket peer is pinged after this long and given up after twice it.
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 5.0
 
 TLS_RECORD_BYTES = 16 * 1024
 

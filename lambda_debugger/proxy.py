@@ -41,7 +41,7 @@ CLOSE_ALLOWANCE_S = 0.2
 ATTACH_S = 30.0
 
 #: How often a quiet relay checks that the broker is still there.
-KEEPALIVE_TICK_S = 5.0
+KEEPALIVE_TICK_S = 1.0
 
 
 @dataclass

@@ -87,3 +87,25 @@ def test_a_frozen_lambda_is_reaped_and_the_debugger_told_in_seconds(own_broker, 
         except (ProcessLookupError, TypeError):
             pass
         bridge.stop()
+
+
+def test_a_silent_broker_is_given_up_and_the_handler_resumed(own_broker, make_function, tmp_path):
+    broker = own_broker("--ping-interval", "0")  # only the proxy's keepalive can notice
+    function = make_function(broker=broker)
+    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"))
+    try:
+        future = function.invoke_async()
+        client = bridge.connect()
+        client.attach_and_configure({function.path: [break_line(function.path)]}, timeout=30)
+        client.wait_stopped(timeout=30)
+        os.kill(broker.process.pid, signal.SIGSTOP)  # its host froze: no FIN, no RST, nothing
+        silenced = time.monotonic()
+        result = future.result(timeout=30)
+        assert time.monotonic() - silenced < 13.0
+        assert result.ok and json.loads(result.payload)["total"] == 6
+        logs = function.logs()
+        assert "the broker went silent; the handler runs on without the debugger" in logs
+        assert "the handler was resumed" in logs
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+        bridge.stop()
