@@ -29,12 +29,10 @@ def make_proxy(handler, config):
             return outcome.value
         if outcome.kind == "json":
             return _raw_json(outcome.value)
-        if outcome.kind == "error":
-            from lambda_debugger import errors
-
-            raise errors.rebuild(outcome.error)
         from lambda_debugger import errors
 
+        if outcome.kind == "error":
+            raise errors.rebuild(outcome.error)
         raise errors.exit_error(session.request_id, outcome.exitcode)
 
     lambda_debugger_proxy.lambda_debugger_config = config

@@ -274,10 +274,7 @@ class DebugSession:
         """Read what the child reported. Returns an Outcome, "fallback" when
         the child failed before the handler started, or None to go on."""
         if self.conn.poll():
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                message = None
+            message = self._receive()
             if message is not None:
                 kind = message[0]
                 if kind == "configured":
@@ -324,12 +321,16 @@ class DebugSession:
             if left <= 0 or not wait_for((self.conn, self.process.sentinel), left):
                 return None
             if self.conn.poll():
-                try:
-                    return self.conn.recv()
-                except (EOFError, OSError):
-                    return None
+                return self._receive()
             if not self.process.is_alive():
                 return None
+
+    def _receive(self):
+        """The child's next message, or None once its end of the pipe closed."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
 
     def _debugger_left(self, result: relay.PumpResult) -> None:
         # pump.run() already flushed what was queued for the side still open.
