@@ -11,7 +11,7 @@ import time
 import _common  # noqa: F401  (puts the repository on sys.path)
 
 from lambda_debugger.local.function import LocalFunction
-from tests.support.chain import LAMBDA_TOKEN, BridgeProcess, BrokerProcess, wait_until
+from tests.support.chain import LAMBDA_TOKEN, REPO, BridgeProcess, BrokerProcess, wait_until
 from tests.support.dap_client import DapClient
 
 
@@ -32,7 +32,7 @@ class Chain:
         self.broker = BrokerProcess(os.path.join(self.root, "broker.log"))
         self.function = LocalFunction("app.handler", task_root=self.root, timeout_s=120, stdout=self.devnull,
                                       stderr=self.devnull, env={
-                                          "DEBUGGER_ACTIVE": "1", "DEBUGGER_FUNCTION_ID": "bench",
+                                          "PYTHONPATH": REPO, "DEBUGGER_ACTIVE": "1", "DEBUGGER_FUNCTION_ID": "bench",
                                           "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % self.broker.lambda_port,
                                           "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN, "DEBUGGER_WAIT_MAX": "30000"})
         return self

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-from _common import median_ms, report
+from _common import REPO, median_ms, report
 
 from broker_server.app import BrokerServer
 from broker_server.config import BrokerConfig
@@ -45,9 +45,9 @@ def main():
         with tempfile.TemporaryDirectory() as root:
             with open(os.path.join(root, "app.py"), "w") as f:
                 f.write(HANDLER)
-            plain = measure(root, {}, args.invocations)
+            plain = measure(root, {"PYTHONPATH": REPO}, args.invocations)
             active = measure(root, {
-                "DEBUGGER_ACTIVE": "1", "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
+                "PYTHONPATH": REPO, "DEBUGGER_ACTIVE": "1", "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
                 "DEBUGGER_FUNCTION_ID": "bench", "DEBUGGER_AUTH_TOKEN": "bench-lambda", "DEBUGGER_WAIT_MAX": "0",
             }, args.invocations)
     finally:

@@ -23,6 +23,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from lambda_debugger.protocol import (
     FUNCTION_ID_PATTERN,
     CloseCode,
+    Detached,
     Invocation,
     Message,
     Notice,
@@ -207,6 +208,10 @@ class BrokerSocket(WebSocketHandler):
         except ProtocolError as error:
             self._fail(CloseCode.BAD_REQUEST, str(error))
             return
+        if isinstance(control, Detached) and self.side is Side.LAMBDA:
+            if not self.registry.lambda_detached(self, time.time()):
+                self._fail(CloseCode.BAD_REQUEST, "detached message while a debugger is attached")
+            return
         if not isinstance(control, Notice):
             self._fail(CloseCode.BAD_REQUEST, "unexpected %s message from the %s side" % (control.type, self.side.value))
             return
@@ -218,7 +223,10 @@ class BrokerSocket(WebSocketHandler):
         session = self.registry.session_of(self)
         partner = session.partner(self) if session is not None else None
         if partner is None:
-            if binary:
+            if binary and self.registry.drops_stream_of(self):
+                # Sent before the proxy learnt that its debugger left.
+                session.bytes_dropped += len(data)
+            elif binary:
                 self._fail(CloseCode.BAD_REQUEST, "debug bytes before pairing")
             return  # a notice before pairing has nobody to go to
         try:

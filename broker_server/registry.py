@@ -8,7 +8,11 @@ A session is one invocation, one debugger, or both:
 
 * an invocation that arrives first is ``waiting`` for a debugger;
 * a debugger that arrives first is ``armed`` for the next invocation;
-* when the other side arrives the session is ``paired`` and bytes flow.
+* when the other side arrives the session is ``paired`` and bytes flow;
+* when the debugger of a paired session leaves while the handler runs on,
+  the session is ``detached``: the Lambda side is told (``Detached``) and,
+  once it answers that the old debug stream has ended, the invocation may
+  be paired with the next debugger of its function ID, as if waiting.
 
 Waiting sides of one function ID are served oldest first. Many containers
 may share a function ID (Lambda scales out); each invocation is its own
@@ -17,9 +21,10 @@ session with at most one debugger.
 
 import enum
 import logging
+import time
 from typing import Dict, List, Optional, Protocol, Tuple
 
-from lambda_debugger.protocol import Armed, CloseCode, Invocation, Message, Paired
+from lambda_debugger.protocol import Armed, CloseCode, Detached, Invocation, Message, Paired
 
 from .logfmt import log_event, logger
 
@@ -39,6 +44,7 @@ class SessionState(str, enum.Enum):
     WAITING = "waiting"  # an invocation waits for a debugger
     ARMED = "armed"  # a debugger waits for an invocation
     PAIRED = "paired"  # both are here; debug bytes flow
+    DETACHED = "detached"  # the debugger left; the handler runs; another may attach
     CLOSED = "closed"  # over; kept by nobody
 
 
@@ -78,6 +84,13 @@ class Session:
         #: Bytes relayed in each direction, as reported by the handlers.
         self.bytes_to_debugger = 0
         self.bytes_to_lambda = 0
+        #: How many debuggers were paired with the invocation so far.
+        self.attachments = 0
+        #: Detached only: the Lambda side confirmed that no byte of the old
+        #: debug stream follows, so a new debugger may be paired.
+        self.stream_ended = False
+        #: Bytes of the old debug stream dropped while detached.
+        self.bytes_dropped = 0
 
     @property
     def request_id(self) -> Optional[str]:
@@ -126,6 +139,7 @@ class Session:
             "since": self.since,
             "bytes_to_debugger": self.bytes_to_debugger,
             "bytes_to_lambda": self.bytes_to_lambda,
+            "attachments": self.attachments,
         }
 
     def log_fields(self) -> dict:
@@ -230,7 +244,7 @@ class Registry:
         its session, or ``None`` if a limit refused it.
         """
         self._check_new(peer)
-        session = self._oldest(function_id, SessionState.WAITING)
+        session = self._next_invocation(function_id)
         if session is not None:
             session.debugger_peer = peer
             self._by_peer[peer] = session
@@ -246,21 +260,25 @@ class Registry:
         self._call(peer, "send_control", Armed(function_id=function_id, expires_ms=expires_ms))
         return session
 
-    def peer_left(self, peer: Peer, close_code: Optional[int] = None) -> None:
-        """Report that ``peer``'s connection closed; close its partner.
+    def peer_left(self, peer: Peer, close_code: Optional[int] = None, now: Optional[float] = None) -> None:
+        """Report that ``peer``'s connection closed; tell its partner.
 
         Args:
             peer: the connection that went away. Unknown peers are ignored, so
                 calling this for connections the registry closed is harmless.
             close_code: the code the peer closed with, if any. A Lambda side
                 that closes with ``INVOCATION_DONE`` ends the debugger's session
-                with the same code; anything else is ``PEER_GONE``.
+                with the same code; anything else is ``PEER_GONE``. A debugger
+                that leaves, whatever its code, detaches the session.
+            now: Unix time, for the detached session's age.
         """
         session = self._by_peer.get(peer)
         if session is None:
             return
         side = session.side_of(peer)
-        if session.state is not SessionState.PAIRED:
+        if session.state is SessionState.DETACHED:
+            self._end(session, None, "lambda side left while no debugger was attached", leaver=peer)
+        elif session.state is not SessionState.PAIRED:
             # Nobody else to tell: the waiting side simply goes away.
             self._end(session, None, "%s side left before pairing" % side.value, leaver=peer)
         elif side is Side.LAMBDA and close_code == CloseCode.INVOCATION_DONE:
@@ -268,7 +286,39 @@ class Registry:
         elif side is Side.LAMBDA:
             self._end(session, CloseCode.PEER_GONE, "lambda side disconnected", leaver=peer)
         else:
-            self._end(session, CloseCode.PEER_GONE, "debugger disconnected", leaver=peer)
+            self._detach(session, time.time() if now is None else now)
+
+    def lambda_detached(self, peer: Peer, now: float) -> bool:
+        """Record the Lambda side's answer to ``Detached``: the old debug
+        stream has ended, so the invocation may be paired again.
+
+        Returns False when ``peer``'s session was not waiting for that answer
+        (a protocol error of the caller).
+        """
+        session = self._by_peer.get(peer)
+        if (session is None or session.side_of(peer) is not Side.LAMBDA
+                or session.state is not SessionState.DETACHED or session.stream_ended):
+            return False
+        session.stream_ended = True
+        session.since = now
+        log_event("reattachable", bytes_dropped=session.bytes_dropped, **session.log_fields())
+        armed = self._oldest(session.function_id, SessionState.ARMED)
+        if armed is not None:
+            # A debugger that came while the old stream was ending armed
+            # meanwhile; it takes this invocation, being the oldest one.
+            debugger = armed.debugger_peer
+            self._forget(armed)
+            session.debugger_peer = debugger
+            self._by_peer[debugger] = session
+            self._pair(session, now)
+        return True
+
+    def drops_stream_of(self, peer: Peer) -> bool:
+        """Whether debug bytes from ``peer`` are the old stream of a detached
+        session, to be dropped rather than refused."""
+        session = self._by_peer.get(peer)
+        return (session is not None and session.state is SessionState.DETACHED
+                and not session.stream_ended and session.side_of(peer) is Side.LAMBDA)
 
     # Housekeeping ---------------------------------------------------------
 
@@ -278,8 +328,9 @@ class Registry:
         * armed debuggers older than ``pairing_timeout_s``: ``PAIRING_TIMEOUT``;
         * waiting invocations past ``wait_ms`` plus grace, or past their
           deadline: ``NOT_WAITING``;
-        * paired sessions well past the invocation's deadline (Lambda has
-          stopped the invocation; the connection is a leftover): ``INVOCATION_DONE``.
+        * paired and detached sessions well past the invocation's deadline
+          (Lambda has stopped the invocation; the connection is a leftover):
+          ``INVOCATION_DONE``.
         """
         expired = []
         for session in self.sessions():
@@ -308,7 +359,7 @@ class Registry:
                 return CloseCode.NOT_WAITING, "invocation deadline passed before a debugger came"
             if now - session.since >= invocation.wait_ms / 1000 + self.wait_grace_s:
                 return CloseCode.NOT_WAITING, "invocation stopped waiting for a debugger"
-        elif session.state is SessionState.PAIRED:
+        elif session.state in (SessionState.PAIRED, SessionState.DETACHED):
             if invocation.deadline_ms and now * 1000 >= invocation.deadline_ms + self.deadline_grace_s * 1000:
                 return CloseCode.INVOCATION_DONE, "invocation deadline passed"
         return None
@@ -331,6 +382,15 @@ class Registry:
     def _oldest(self, function_id: str, state: SessionState) -> Optional[Session]:
         for session in self._by_function.get(function_id, ()):
             if session.state is state:
+                return session
+        return None
+
+    def _next_invocation(self, function_id: str) -> Optional[Session]:
+        """The oldest invocation a debugger may attach to: waiting, or
+        detached with its old debug stream ended."""
+        for session in self._by_function.get(function_id, ()):
+            if session.state is SessionState.WAITING or (
+                    session.state is SessionState.DETACHED and session.stream_ended):
                 return session
         return None
 
@@ -369,6 +429,7 @@ class Registry:
         waited = now - session.since
         session.state = SessionState.PAIRED
         session.since = now
+        session.attachments += 1
         invocation = session.invocation
         message = Paired(
             function_id=session.function_id,
@@ -376,31 +437,55 @@ class Registry:
             deadline_ms=invocation.deadline_ms,
             function_name=invocation.function_name,
             runtime=invocation.runtime,
+            attachment=session.attachments,
         )
         log_event(
             "paired",
             lambda_peer=session.lambda_peer.address,
             debugger_peer=session.debugger_peer.address,
             waited_s=waited,
+            attachment=session.attachments,
             **session.log_fields(),
         )
         self._call(session.lambda_peer, "send_control", message)
         self._call(session.debugger_peer, "send_control", message)
 
-    def _end(self, session: Session, code: Optional[int], reason: str, leaver: Optional[Peer] = None) -> None:
-        """Forget ``session``, then close its peers other than ``leaver``."""
-        if session.state is SessionState.CLOSED:
-            return
+    def _detach(self, session: Session, now: float) -> None:
+        """The debugger left a paired session: forget it and tell the Lambda
+        side, which keeps its connection while the handler runs."""
+        self._by_peer.pop(session.debugger_peer, None)
+        session.debugger_peer = None
+        session.state = SessionState.DETACHED
+        session.stream_ended = False
+        session.since = now
+        log_event(
+            "debugger_detached",
+            attachment=session.attachments,
+            bytes_to_debugger=session.bytes_to_debugger,
+            bytes_to_lambda=session.bytes_to_lambda,
+            **session.log_fields(),
+        )
+        self._call(session.lambda_peer, "send_control", Detached(reason="debugger disconnected"))
+
+    def _forget(self, session: Session) -> None:
+        """Remove ``session`` and its peers from the indexes; mark it closed."""
         group = self._by_function.get(session.function_id, [])
         group.remove(session)
         if not group:
             del self._by_function[session.function_id]
         self._count -= 1
-        peers = [p for p in (session.lambda_peer, session.debugger_peer) if p is not None]
-        for peer in peers:
-            self._by_peer.pop(peer, None)
-        was_paired = session.state is SessionState.PAIRED
+        for peer in (session.lambda_peer, session.debugger_peer):
+            if peer is not None:
+                self._by_peer.pop(peer, None)
         session.state = SessionState.CLOSED
+
+    def _end(self, session: Session, code: Optional[int], reason: str, leaver: Optional[Peer] = None) -> None:
+        """Forget ``session``, then close its peers other than ``leaver``."""
+        if session.state is SessionState.CLOSED:
+            return
+        peers = [p for p in (session.lambda_peer, session.debugger_peer) if p is not None]
+        was_paired = session.state is SessionState.PAIRED
+        self._forget(session)
         log_event(
             "session_closed",
             code=int(code) if code is not None else None,

@@ -104,7 +104,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <p id="status">loading...</p>
 <table><thead><tr>
 <th>function ID</th><th>state</th><th>request ID</th><th>function</th><th>runtime</th>
-<th>since</th><th>time left</th><th>bytes to debugger</th><th>bytes to Lambda</th>
+<th>since</th><th>time left</th><th>debuggers</th><th>bytes to debugger</th><th>bytes to Lambda</th>
 </tr></thead><tbody id="rows"></tbody></table>
 <script>
 "use strict";
@@ -128,6 +128,7 @@ async function refresh() {
       cell(row, s.function_name); cell(row, s.runtime);
       cell(row, new Date(s.since * 1000).toLocaleTimeString());
       cell(row, s.deadline_ms ? Math.max(0, Math.round((s.deadline_ms - now) / 1000)) + " s" : "", true);
+      cell(row, s.attachments, true);
       cell(row, s.bytes_to_debugger, true); cell(row, s.bytes_to_lambda, true);
     }
     status.textContent = sessions.length + " session(s), updated " + new Date().toLocaleTimeString();

@@ -176,7 +176,12 @@ class AttachBridge:
                     self.say("the IDE sent more than %d bytes before pairing; dropping it" % MAX_EARLY_BYTES)
                     return None
             if broker in readable or broker.has_buffered():
-                message = broker.receive_control()
+                try:
+                    # A ping alone makes the socket readable: wait a moment
+                    # for a message, not a whole socket timeout.
+                    message = broker.receive_control(deadline=time.monotonic() + 1.0)
+                except socket.timeout:
+                    continue
                 if message is None:
                     why = describe_close(broker.close_code, broker.close_reason)
                     if broker.close_code in FATAL_CLOSES:
@@ -190,6 +195,9 @@ class AttachBridge:
                     self.say("attached to %s: request %s, function %s (%s), %.1f s left"
                              % (message.function_id, message.request_id, message.function_name or "?",
                                 message.runtime or "?", left))
+                    if message.attachment > 1:
+                        self.say("a debugger left this invocation earlier: its handler is running"
+                                 " and stops at your next breakpoint")
                     self.paired = message
                     return bytes(early)
             now = time.monotonic()
@@ -214,6 +222,10 @@ class AttachBridge:
             pump.enqueue(broker, early)
         while True:
             result = pump.run(deadline=time.monotonic() + 1.0)
+            if result.reason == relay.CONTROL:
+                message = broker.receive_control()
+                self.say("broker: unexpected %s message; ignored" % message.type)
+                continue
             if result.reason != relay.DEADLINE:
                 break
             now = time.monotonic()
@@ -228,7 +240,7 @@ class AttachBridge:
         if result.endpoint is broker:
             self.say("session ended: " + describe_close(broker.close_code, broker.close_reason))
         else:
-            self.say("the IDE disconnected; the handler runs on without the debugger")
+            self.say("the IDE disconnected; the handler runs on, and attaching again debugs it further")
 
     def _on_notice(self, message) -> None:
         if isinstance(message, protocol.Notice):

@@ -78,6 +78,9 @@ class SocketEndpoint:
     def frame(self, data: bytes):
         return (data,)
 
+    def control_waiting(self) -> bool:
+        return False
+
     def take_outgoing(self) -> bytes:
         return b""
 
@@ -97,7 +100,10 @@ class SocketEndpoint:
 
 class WebSocketEndpoint:
     """A WebSocket opened by websocket-client: binary frames carry debug
-    bytes, text frames carry control messages, handed to ``on_control``.
+    bytes, text frames carry control messages. A ``Notice`` is handed to
+    ``on_control``; any other message changes the session, so reading stops
+    at it (:meth:`control_waiting`) until :meth:`receive_control` takes it:
+    debug bytes after it belong to a different debugger.
 
     After the handshake the frames are read and written here
     (:mod:`lambda_debugger.wsframes`), so that a pong is never written into
@@ -117,6 +123,7 @@ class WebSocketEndpoint:
         self.peer_closed = False
         self._decoder = wsframes.FrameDecoder()
         self._frames = collections.deque()  # decoded, not yet handled
+        self._held: Optional[protocol.Message] = None  # stops reading until taken
         self._fragments = []
         self._fragment_opcode = wsframes.OP_BINARY
         self._outgoing = b""
@@ -130,10 +137,16 @@ class WebSocketEndpoint:
         return self.sock.fileno()
 
     def has_buffered(self) -> bool:
+        if self._held is not None:
+            return False
         if self._frames:
             return True
         pending = getattr(self.sock, "pending", None)
         return bool(pending and pending())
+
+    def control_waiting(self) -> bool:
+        """Whether reading stopped at a control message for the caller."""
+        return self._held is not None
 
     def settimeout(self, seconds: Optional[float]) -> None:
         self.sock.settimeout(seconds)
@@ -141,15 +154,18 @@ class WebSocketEndpoint:
     def read(self) -> Optional[bytes]:
         """Read what is there; return the binary payloads, handle the rest.
 
-        Returns None once the peer closed (after any data before its close).
+        Returns None once the peer closed (after any data before its close),
+        and nothing while a control message waits for :meth:`receive_control`.
         Pings are answered through :meth:`take_outgoing`.
         """
+        if self._held is not None:
+            return b""
         if self.peer_closed:
             return None
         if not self._frames and not self._fill():
             return None
         payloads = []
-        while self._frames:
+        while self._frames and self._held is None:
             message = self._next_message()
             if message is None:
                 continue
@@ -166,13 +182,15 @@ class WebSocketEndpoint:
             return None
         return payloads[0] if len(payloads) == 1 else b"".join(payloads)
 
-    def receive_control(self, deadline: Optional[float] = None) -> Optional[protocol.Message]:
+    def receive_control(self, deadline: Optional[float] = None, *,
+                        drop_binary: bool = False) -> Optional[protocol.Message]:
         """Block for the next control message, until ``deadline`` (a
         ``time.monotonic()`` value; pings do not extend it) or, without one,
         up to the socket timeout per read.
 
         Returns None when the peer closed. Binary frames are not expected
-        before pairing and count as a protocol error.
+        before pairing and count as a protocol error, unless ``drop_binary``
+        (the rest of a debug stream that has ended).
 
         Raises:
             socket.timeout: the deadline passed.
@@ -180,6 +198,9 @@ class WebSocketEndpoint:
             wsframes.FrameError: the peer broke the WebSocket framing.
             OSError: as raised by the socket.
         """
+        if self._held is not None:
+            message, self._held = self._held, None
+            return message
         while True:
             if self.peer_closed:
                 return None
@@ -197,7 +218,7 @@ class WebSocketEndpoint:
             opcode, payload = message
             if opcode == wsframes.OP_TEXT:
                 return protocol.decode(payload)
-            if opcode == wsframes.OP_BINARY:
+            if opcode == wsframes.OP_BINARY and not drop_binary:
                 raise protocol.ProtocolError("debug bytes arrived before pairing")
             if opcode == wsframes.OP_PING:
                 self.sock.sendall(wsframes.encode(wsframes.OP_PONG, payload))
@@ -297,7 +318,9 @@ class WebSocketEndpoint:
         except protocol.ProtocolError as exc:
             log.warning("ignored a malformed control message: %s", exc)
             return
-        if self.on_control is not None:
+        if not isinstance(message, protocol.Notice):
+            self._held = message
+        elif self.on_control is not None:
             self.on_control(message)
 
     def __repr__(self) -> str:

@@ -201,7 +201,24 @@ class Paired:
     deadline_ms: int
     function_name: str = ""
     runtime: str = ""
+    #: 1 for the invocation's first debugger; more when a debugger attaches
+    #: again after another left, while the handler runs on.
+    attachment: int = 1
     type: str = "paired"
+
+
+@dataclass(frozen=True)
+class Detached:
+    """The debugger of a paired session left while the handler runs on.
+
+    Broker -> Lambda: the session waits for another debugger; stop relaying.
+    Lambda -> broker, in answer: no byte of the old debug stream follows, so
+    the broker may pair the invocation again. A proxy whose handler has not
+    started closes the connection instead.
+    """
+
+    reason: str = ""
+    type: str = "detached"
 
 
 @dataclass(frozen=True)
@@ -212,9 +229,9 @@ class Notice:
     type: str = "notice"
 
 
-Message = Union[Invocation, Armed, Paired, Notice]
+Message = Union[Invocation, Armed, Paired, Detached, Notice]
 
-_MESSAGE_TYPES = {cls.type: cls for cls in (Invocation, Armed, Paired, Notice)}
+_MESSAGE_TYPES = {cls.type: cls for cls in (Invocation, Armed, Paired, Detached, Notice)}
 
 
 def encode(message: Message) -> str:

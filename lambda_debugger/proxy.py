@@ -43,6 +43,11 @@ ATTACH_S = 30.0
 #: How often a quiet relay checks that the broker is still there.
 KEEPALIVE_TICK_S = 1.0
 
+# What the proxy does with the broker connection once the child was started.
+RELAYING = "relaying"  # a debugger is attached: relay its stream
+DETACHED = "detached"  # the debugger left: wait for another or the outcome
+ALONE = "alone"  # no broker connection any more: wait for the outcome
+
 
 @dataclass
 class Outcome:
@@ -231,17 +236,24 @@ class DebugSession:
 
     def _relay_until_done(self, attach_by: float) -> Optional[Outcome]:
         watch = (self.conn, self.process.sentinel)
-        pump = self.pump = relay.Pump(self.broker, self.debugpy)
-        relaying = True
+        self.pump = relay.Pump(self.broker, self.debugpy)
+        mode = RELAYING
         while True:
-            if relaying:
+            if mode == RELAYING:
                 tick = time.monotonic() + KEEPALIVE_TICK_S
-                result = pump.run(deadline=tick if self.started else min(tick, attach_by), watch=watch)
+                result = self.pump.run(deadline=tick if self.started else min(tick, attach_by), watch=watch)
+                if result.reason == relay.CONTROL:
+                    message = self.broker.receive_control()
+                    if isinstance(message, protocol.Detached):
+                        if not self.started:
+                            return self._give_up("the debugger left before the handler started")
+                        mode = self._detach(message)
+                    continue
                 if result.reason == relay.CLOSED:
-                    relaying = False
+                    mode = ALONE
                     if result.endpoint is self.debugpy and wait_for(watch, DRAIN_S):
                         continue  # the child is reporting or exiting: its outcome ends the session
-                    self._debugger_left(result)
+                    self._relay_closed(result)
                     if not self.started:
                         return self._give_up("the debugger left before the handler started")
                     continue
@@ -249,11 +261,15 @@ class DebugSession:
                     if not self.started and time.monotonic() >= attach_by:
                         return self._give_up("the debugger did not finish attaching in time")
                     if not self.broker.keepalive(time.monotonic()):
-                        relaying = False
+                        mode = ALONE
                         log.warning("%r: the broker went silent; the handler runs on without the debugger", self)
                         self._end_relay()
                         if not self.started:
                             return self._give_up("the debugger was lost before the handler started")
+                    continue
+            elif mode == DETACHED:
+                mode = self._wait_detached(watch)
+                if not wait_for(watch, 0):
                     continue
             else:
                 wait_for(watch)
@@ -262,11 +278,89 @@ class DebugSession:
                 continue
             if outcome == "fallback":
                 return None
-            if relaying:
+            if mode == RELAYING:
                 # The handler's last output events are still on their way.
-                pump.run(deadline=time.monotonic() + DRAIN_S)
-                pump.flush(self.broker)
+                self.pump.run(deadline=time.monotonic() + DRAIN_S)
+                self.pump.flush(self.broker)
             return outcome
+
+    def _detach(self, message: protocol.Detached) -> str:
+        """The debugger left while the handler runs: resume the handler, end
+        the old debug stream, and tell the broker that another debugger may
+        attach. Returns the next mode."""
+        log.info("%r: the debugger left (%s); the handler runs on and another debugger may attach",
+                 self, message.reason[:200] or "no reason given")
+        self.pump.flush(self.debugpy)  # the old debugger's last requests
+        self.debugpy.close()
+        self.debugpy = None
+        released = dap.release_debuggee(self.debugpy_port)
+        log.info("%r: %s", self, "the handler was resumed" if released else "debugpy did not confirm the resume")
+        try:
+            if not self.pump.flush(self.broker):
+                raise OSError("the broker did not take the end of the old debug stream")
+            self.pump = None
+            # Everything before this message is the old stream; the broker drops it.
+            self.broker.send_control(protocol.Detached(reason="debug stream ended"))
+        except Exception as exc:
+            log.warning("%r: broker connection failed (%s); the handler runs on without the debugger",
+                        self, describe_error(exc))
+            self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
+            return ALONE
+        return DETACHED
+
+    def _wait_detached(self, watch) -> str:
+        """Wait up to a keepalive tick for another debugger (``Paired``) or
+        the child's report; keep the quiet broker connection alive. Returns
+        the next mode."""
+        if not self.broker.has_buffered() and self.broker not in wait_for((self.broker, *watch), KEEPALIVE_TICK_S):
+            now = time.monotonic()
+            try:
+                if not self.broker.keepalive(now):
+                    raise OSError("the broker went silent")
+                outgoing = self.broker.take_outgoing()
+                if outgoing:
+                    self.broker.sock.sendall(outgoing)
+            except OSError as exc:
+                log.warning("%r: %s; the handler runs on without the debugger", self, describe_error(exc))
+                self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
+                return ALONE
+            return DETACHED
+        try:
+            # The broker sends nothing binary now; anything it had in flight
+            # belongs to the debugger that left.
+            message = self.broker.receive_control(deadline=time.monotonic() + KEEPALIVE_TICK_S, drop_binary=True)
+        except (socket.timeout, TimeoutError):
+            return DETACHED
+        except Exception as exc:
+            log.warning("%r: broker connection failed (%s); the handler runs on without the debugger",
+                        self, describe_error(exc))
+            self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
+            return ALONE
+        if message is None:
+            log.info("%r: the broker closed the connection: %s; the handler runs on", self,
+                     describe_close(self.broker.close_code, self.broker.close_reason))
+            self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
+            return ALONE
+        if isinstance(message, protocol.Paired):
+            return self._reattach(message)
+        self._on_notice(message)
+        return DETACHED
+
+    def _reattach(self, paired: protocol.Paired) -> str:
+        """Another debugger was paired with the running invocation: give it a
+        new connection to the child's debugpy. Returns the next mode."""
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.debugpy_port), timeout=5)
+        except OSError as exc:
+            log.warning("%r: cannot reach the child's debugpy again (%s); the handler runs on", self, exc)
+            self._close_broker(protocol.CloseCode.PEER_GONE, "debugpy unreachable")
+            return ALONE
+        sock.settimeout(IO_TIMEOUT_S)
+        self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
+        self.pump = relay.Pump(self.broker, self.debugpy)
+        log.info("%r: debugger %d attached (%.1f s left); the handler stops at its next breakpoint",
+                 self, paired.attachment, self.context.get_remaining_time_in_millis() / 1000.0)
+        return RELAYING
 
     # Helpers -----------------------------------------------------------
 
@@ -332,11 +426,11 @@ class DebugSession:
         except (EOFError, OSError):
             return None
 
-    def _debugger_left(self, result: relay.PumpResult) -> None:
+    def _relay_closed(self, result: relay.PumpResult) -> None:
         # pump.run() already flushed what was queued for the side still open.
         if result.endpoint is self.broker:
             why = describe_close(self.broker.close_code, self.broker.close_reason)
-            log.info("%r: the debugger side left (%s); the handler runs on", self, why)
+            log.info("%r: the broker ended the session (%s); the handler runs on", self, why)
         else:
             log.info("%r: debugpy closed its connection", self)
         self._end_relay()

@@ -30,6 +30,7 @@ log = logging.getLogger("lambda_debugger.relay")
 #: Why :meth:`Pump.run` returned.
 CLOSED = "closed"  # an endpoint reached EOF or failed
 DEADLINE = "deadline"  # the deadline passed
+CONTROL = "control"  # an endpoint stopped at a control message for the caller
 WATCH = "watch"  # a watched descriptor became readable
 
 #: Wire bytes queued for one target before its source is no longer read.
@@ -44,8 +45,8 @@ class PumpResult:
     """How a :meth:`Pump.run` call ended.
 
     Attributes:
-        reason: ``closed``, ``deadline`` or ``watch``.
-        endpoint: the endpoint that closed (``closed`` only).
+        reason: ``closed``, ``deadline``, ``watch`` or ``control``.
+        endpoint: the endpoint that closed or holds the control message.
         error: the exception that closed it, if any.
     """
 
@@ -107,6 +108,9 @@ class Pump:
         value) passes, or one of ``watch`` (objects with ``fileno()``)
         becomes readable. Endpoint failures are reported, never raised."""
         debug = log.isEnabledFor(logging.DEBUG)
+        for endpoint in (self.a, self.b):
+            if endpoint.control_waiting():
+                return PumpResult(CONTROL, endpoint)
         while True:
             for endpoint in (self.a, self.b):
                 self._queues[endpoint].append(endpoint.take_outgoing())
@@ -141,15 +145,16 @@ class Pump:
                 if data is None:
                     self.flush(target)
                     return PumpResult(CLOSED, source)
-                if not data:
-                    continue
-                self._queues[target].extend(target.frame(data))
-                if source is self.a:
-                    self.bytes_a_to_b += len(data)
-                else:
-                    self.bytes_b_to_a += len(data)
-                if debug:
-                    log.debug("relayed %d bytes %s -> %s", len(data), source, target)
+                if data:
+                    self._queues[target].extend(target.frame(data))
+                    if source is self.a:
+                        self.bytes_a_to_b += len(data)
+                    else:
+                        self.bytes_b_to_a += len(data)
+                    if debug:
+                        log.debug("relayed %d bytes %s -> %s", len(data), source, target)
+                if source.control_waiting():
+                    return PumpResult(CONTROL, source)
 
     def flush(self, target, timeout: float = FLUSH_S) -> bool:
         """Send what is queued for ``target``, for at most ``timeout`` s.

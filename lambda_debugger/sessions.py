@@ -48,16 +48,17 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
 
 
 def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
-    """A table of sessions for the terminal."""
+    """A table of sessions for the terminal; DEBUGGERS counts the debuggers
+    paired with the invocation so far (more than 1 after a re-attach)."""
     if not sessions:
         return "no sessions"
     now = time.time() if now is None else now
-    rows = [("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT")]
+    rows = [("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT", "DEBUGGERS")]
     for s in sessions:
         deadline = s.get("deadline_ms") or 0
         left = "%.0f s" % max(0, deadline / 1000.0 - now) if deadline else "-"
         age = "%.0f s" % max(0, now - s["since"]) if s.get("since") else "-"
         rows.append((str(s.get("function_id", "")), str(s.get("state", "")), str(s.get("request_id") or "-"),
-                     str(s.get("function_name") or "-"), age, left))
+                     str(s.get("function_name") or "-"), age, left, str(s.get("attachments", 0))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

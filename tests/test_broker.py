@@ -33,6 +33,7 @@ from lambda_debugger.protocol import (
     FUNCTION_ID_PATTERN,
     Armed,
     CloseCode,
+    Detached,
     Invocation,
     Notice,
     Paired,
@@ -242,7 +243,39 @@ async def test_lambda_first_waits_then_pairs(broker):
     assert await read(dbg) == b"pong"
 
     dbg.close()
-    assert await closed(lam) == (CloseCode.PEER_GONE, "debugger disconnected")
+    assert await control(lam) == Detached(reason="debugger disconnected")
+
+
+@with_broker()
+async def test_a_debugger_may_attach_again_after_the_first_left(broker):
+    lam, dbg = await broker.pair("fn", "req-7")
+    dbg.close()
+    assert await control(lam) == Detached(reason="debugger disconnected")
+    # Sent before the Lambda side learnt it: dropped, never shown to the next debugger.
+    await lam.write_message(b"old stream", binary=True)
+    await lam.write_message(encode(Detached(reason="debug stream ended")))
+    await until(lambda: broker.registry.sessions()[0].stream_ended)
+    assert broker.registry.sessions()[0].bytes_dropped == len(b"old stream")
+    again = await broker.debugger("fn")
+    paired = await control(again)
+    assert isinstance(paired, Paired) and (paired.request_id, paired.attachment) == ("req-7", 2)
+    assert await control(lam) == paired
+    await lam.write_message(b"new stream", binary=True)
+    assert await read(again) == b"new stream"
+    await again.write_message(b"request", binary=True)
+    assert await read(lam) == b"request"
+    [entry] = broker.registry.snapshot()
+    assert (entry["state"], entry["attachments"]) == ("paired", 2)
+    lam.close(CloseCode.INVOCATION_DONE)
+    assert (await closed(again))[0] == CloseCode.INVOCATION_DONE
+
+
+@with_broker()
+async def test_a_detached_message_while_paired_is_refused(broker):
+    lam, dbg = await broker.pair()
+    await lam.write_message(encode(Detached()))
+    assert (await closed(lam))[0] == CloseCode.BAD_REQUEST
+    assert await closed(dbg) == (CloseCode.PEER_GONE, "lambda side disconnected")
 
 
 @with_broker()

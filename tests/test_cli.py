@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from lambda_debugger.cli import main
+from lambda_debugger.sessions import format_sessions
 from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, REPO, free_port, stop_process
 from tests.support.dap_client import DapClient
 
@@ -29,6 +30,21 @@ def test_sessions_lists_what_the_broker_holds(broker, make_function, capsys):
     function.local.close()  # the invocation gives up; nothing is left waiting
     with pytest.raises(Exception):
         future.result(timeout=10)
+
+
+def test_the_sessions_table_shows_state_time_left_and_debuggers():
+    now = 1_800_000_000.0
+    table = format_sessions([
+        {"function_id": "orders", "state": "detached", "request_id": "req-1", "function_name": "orders-fn",
+         "since": now - 12, "deadline_ms": int((now + 95.4) * 1000), "attachments": 1},
+        {"function_id": "orders", "state": "armed", "request_id": None, "function_name": None,
+         "since": now - 3, "deadline_ms": None, "attachments": 0},
+    ], now=now)
+    assert table.splitlines() == [
+        "FUNCTION ID  STATE     REQUEST ID  FUNCTION   AGE   TIME LEFT  DEBUGGERS",
+        "orders       detached  req-1       orders-fn  12 s  95 s       1",
+        "orders       armed     -           -          3 s   -          0",
+    ]
 
 
 @pytest.mark.parametrize("token, message", [

@@ -182,6 +182,45 @@ def test_ide_that_vanishes_at_a_breakpoint_does_not_hang_the_handler(broker, sta
     assert "the handler was resumed" in function.logs()
 
 
+def test_a_new_debugger_attaches_to_the_running_invocation_after_the_first_vanished(
+        broker, start_bridge, make_function):
+    bridge = start_bridge(once=False)
+    function = make_function("app.loop", broker=broker)
+    result_future = function.invoke_async({"rounds": 100})  # about 5 s of work
+    line = break_line(function.path, "# LOOP")
+
+    first = bridge.connect()
+    first.attach_and_configure({function.path: [line]}, timeout=30)
+    stopped = first.wait_stopped(timeout=30)
+    frame = first.stack_trace(stopped["threadId"])[0]
+    assert first.evaluate("i", frame["id"]) == "0"
+    request_id = first.evaluate("context.aws_request_id", frame["id"]).strip("'")
+    first.sock.shutdown(socket.SHUT_RDWR)  # the IDE dies, no DAP disconnect
+    first.sock.close()
+    wait_until(lambda: "another debugger may attach" in function.logs(), 10, "the proxy to detach")
+
+    second = bridge.connect()
+    second.attach_and_configure({function.path: [line]}, timeout=30)
+    stopped = second.wait_stopped(timeout=30)
+    frame = second.stack_trace(stopped["threadId"])[0]
+    assert (frame["source"]["path"], frame["line"]) == (function.path, line)
+    assert int(second.evaluate("i", frame["id"])) > 0  # the handler ran on meanwhile
+    assert second.evaluate("context.aws_request_id", frame["id"]).strip("'") == request_id
+    assert second.evaluate("done[-1] + 1", frame["id"]) == second.evaluate("i", frame["id"])
+    second.disconnect()  # the way an IDE leaves: breakpoints removed, handler resumed
+
+    result = result_future.result(timeout=30)
+    assert result.ok and json.loads(result.payload) == {"rounds": 100}
+    assert result.request_id == request_id
+    logs = function.logs()
+    assert logs.count("loop finished in " + request_id) == 1
+    assert "debugger 2 attached" in logs
+    output = bridge.output()
+    assert output.count("attached to orders: request " + request_id) == 2
+    assert "a debugger left this invocation earlier" in output
+    assert broker.sessions() == []
+
+
 def test_lambda_token_cannot_attach_a_debugger(broker, start_bridge):
     bridge = start_bridge(token=LAMBDA_TOKEN)
     client = bridge.connect()

@@ -1,13 +1,17 @@
 """Faults on the chain: the broker dies, the Lambda side freezes."""
 
+import io
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
 
-from tests.support.chain import BridgeProcess, BrokerProcess, break_line, wait_until
+from lambda_debugger.bridge import AttachBridge
+from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, BrokerProcess, break_line, wait_until
+from tests.support.dap_client import DapClient
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -103,3 +107,39 @@ def test_a_silent_broker_is_given_up_and_the_handler_resumed(own_broker, stopped
     logs = function.logs()
     assert "the broker went silent; the handler runs on without the debugger" in logs
     assert "the handler was resumed" in logs
+
+
+def test_broker_killed_while_the_debugger_is_away(own_broker, stopped_session):
+    broker = own_broker()
+    function, bridge, future = stopped_session(broker)
+    bridge.stop()  # the developer's bridge goes; the invocation waits for another
+    wait_until(lambda: "another debugger may attach" in function.logs(), 10, "the proxy to detach")
+    broker.process.kill()
+    killed = time.monotonic()
+    result = future.result(timeout=30)
+    assert time.monotonic() - killed < 5.0
+    assert result.ok and json.loads(result.payload)["total"] == 6
+    assert "the handler runs on" in function.logs().split("another debugger may attach")[1]
+
+
+def test_an_armed_bridge_outlasts_the_brokers_pings(own_broker):
+    broker = own_broker("--ping-interval", "1")
+    out = io.StringIO()
+    # A socket timeout shorter than the ping interval: a ping alone must not
+    # leave the bridge in a read that then times out.
+    bridge = AttachBridge("orders", "127.0.0.1:%d" % broker.debugger_port, token=DEBUGGER_TOKEN,
+                          listen=("127.0.0.1", 0), out=out, connect_timeout_s=0.5)
+    stop = threading.Event()
+    serving = threading.Thread(target=bridge.serve, kwargs={"stop": stop}, daemon=True)
+    serving.start()
+    try:
+        with DapClient.connect(*bridge.address) as client:
+            client.send_request("initialize", {"adapterID": "debugpy"})
+            broker.wait_for_state("armed")
+            time.sleep(3.5)  # three pings answered while armed
+            assert [s["state"] for s in broker.sessions()] == ["armed"]
+            assert "session ended" not in out.getvalue()
+    finally:
+        stop.set()
+        serving.join(10)
+    assert not serving.is_alive()

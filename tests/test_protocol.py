@@ -11,6 +11,9 @@ def test_messages_round_trip():
         protocol.Invocation("req-1", 1700000000000, "fn", "python3.11", 5000),
         protocol.Armed("my-fn", expires_ms=12),
         protocol.Paired("my-fn", "req-1", 1700000000000, "fn", "python3.11"),
+        protocol.Paired("my-fn", "req-1", 1700000000000, attachment=2),
+        protocol.Detached("debugger disconnected"),
+        protocol.Detached(),
         protocol.Notice("hello"),
     ):
         assert protocol.decode(protocol.encode(message)) == message

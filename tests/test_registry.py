@@ -3,7 +3,7 @@
 import pytest
 
 from broker_server.registry import Registry, Session, SessionState
-from lambda_debugger.protocol import Armed, CloseCode, Invocation, Paired
+from lambda_debugger.protocol import Armed, CloseCode, Detached, Invocation, Paired
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,7 +36,7 @@ def invocation(request_id="req-1", deadline_ms=int((T0 + 600) * 1000), wait_ms=6
     return Invocation(request_id=request_id, deadline_ms=deadline_ms, wait_ms=wait_ms, **kwargs)
 
 
-def paired(request_id="req-1", function_id="fn", **kwargs):
+def paired(request_id="req-1", function_id="fn", attachment=1, **kwargs):
     inv = invocation(request_id, **kwargs)
     return Paired(
         function_id=function_id,
@@ -44,6 +44,7 @@ def paired(request_id="req-1", function_id="fn", **kwargs):
         deadline_ms=inv.deadline_ms,
         function_name=inv.function_name,
         runtime=inv.runtime,
+        attachment=attachment,
     )
 
 
@@ -172,25 +173,93 @@ def test_lambda_leaving_closes_debugger_with_peer_gone(registry, code):
     assert registry.session_of(dbg) is None
 
 
-def test_debugger_leaving_closes_lambda_with_peer_gone(registry):
+@pytest.mark.parametrize("code", [None, CloseCode.NORMAL, CloseCode.INVOCATION_DONE, 1006])
+def test_debugger_leaving_detaches_the_session(registry, code):
     session, lam, dbg = make_pair(registry)
-    registry.peer_left(dbg, CloseCode.NORMAL)
-    assert lam.closed == (CloseCode.PEER_GONE, "debugger disconnected")
-    assert dbg.closed is None
+    registry.peer_left(dbg, code, now=T0 + 3)
+    # The Lambda side stays: the handler runs on and may be debugged again.
+    assert lam.closed is None and dbg.closed is None
+    assert lam.sent[-1] == Detached(reason="debugger disconnected")
+    assert session.state is SessionState.DETACHED and session.since == T0 + 3
+    assert session.debugger_peer is None and registry.session_of(dbg) is None
+    assert registry.session_of(lam) is session and len(registry) == 1
+    registry.peer_left(dbg)  # its on_close reports again: ignored
+    assert session.state is SessionState.DETACHED
+
+
+def test_a_detached_invocation_pairs_again_only_after_its_old_stream_ended(registry):
+    session, lam, dbg = make_pair(registry)
+    registry.peer_left(dbg, CloseCode.NORMAL, now=T0 + 1)
+    assert registry.drops_stream_of(lam)
+    # Until the Lambda side answers, its old debug bytes may still be on the
+    # way; a new debugger must not receive them, so it arms.
+    early = FakePeer("early")
+    assert registry.debugger_arrived(early, "fn", T0 + 2).state is SessionState.ARMED
+    registry.peer_left(early)
+    assert registry.lambda_detached(lam, T0 + 3)
+    assert session.state is SessionState.DETACHED
+    assert not registry.drops_stream_of(lam)
+    assert not registry.lambda_detached(lam, T0 + 3)  # answered once only
+    second = FakePeer("second")
+    assert registry.debugger_arrived(second, "fn", T0 + 4) is session
+    assert session.state is SessionState.PAIRED and session.attachments == 2
+    assert lam.sent[-1] == second.sent[-1] == paired(attachment=2)
+    assert session.to_dict()["attachments"] == 2
+    registry.peer_left(lam, CloseCode.INVOCATION_DONE)
+    assert second.closed == (CloseCode.INVOCATION_DONE, "invocation finished")
     assert len(registry) == 0
+
+
+def test_a_debugger_that_armed_while_the_old_stream_ended_is_paired_then(registry):
+    session, lam, dbg = make_pair(registry)
+    registry.peer_left(dbg, now=T0 + 1)
+    early = FakePeer("early")
+    registry.debugger_arrived(early, "fn", T0 + 2)
+    assert len(registry) == 2
+    registry.lambda_detached(lam, T0 + 3)
+    assert registry.session_of(early) is session and session.debugger_peer is early
+    assert session.state is SessionState.PAIRED and session.attachments == 2
+    assert early.sent == [Armed("fn", int((T0 + 2 + 900) * 1000)), paired(attachment=2)]
+    assert len(registry) == 1 and registry.sessions() == [session]
+
+
+def test_a_detached_invocation_comes_before_newer_waiting_ones(registry):
+    session, lam, dbg = make_pair(registry)
+    newer = FakePeer("newer")
+    registry.lambda_arrived(newer, "fn", invocation("req-2"), T0 + 1)
+    registry.peer_left(dbg, now=T0 + 2)
+    registry.lambda_detached(lam, T0 + 2)
+    assert registry.debugger_arrived(FakePeer("again"), "fn", T0 + 3) is session
+
+
+def test_detached_answers_and_dropping_apply_to_detached_lambdas_only(registry):
+    session, lam, dbg = make_pair(registry)
+    assert not registry.lambda_detached(lam, T0)  # paired: nothing to answer
+    assert not registry.lambda_detached(dbg, T0)
+    assert not registry.drops_stream_of(lam) and not registry.drops_stream_of(dbg)
+    assert not registry.lambda_detached(FakePeer("stranger"), T0)
+
+
+def test_a_detached_lambda_that_leaves_ends_the_session_quietly(registry):
+    session, lam, dbg = make_pair(registry)
+    registry.peer_left(dbg)
+    registry.peer_left(lam, CloseCode.INVOCATION_DONE)
+    assert lam.closed is None and len(registry) == 0
+
+
+def test_a_detached_session_is_reaped_after_its_deadline(registry):
+    session, lam, dbg = make_pair(registry)
+    registry.peer_left(dbg, now=T0 + 1)
+    deadline_s = session.invocation.deadline_ms / 1000
+    assert registry.reap(deadline_s + registry.deadline_grace_s - 0.1) == []
+    assert registry.reap(deadline_s + registry.deadline_grace_s) == [session]
+    assert lam.closed == (CloseCode.INVOCATION_DONE, "invocation deadline passed")
 
 
 def test_invocation_done_is_forwarded_to_the_debugger(registry):
     session, lam, dbg = make_pair(registry)
     registry.peer_left(lam, CloseCode.INVOCATION_DONE)
     assert dbg.closed == (CloseCode.INVOCATION_DONE, "invocation finished")
-
-
-def test_invocation_done_from_the_debugger_is_not_trusted(registry):
-    # Only the Lambda side knows when the invocation is done.
-    session, lam, dbg = make_pair(registry)
-    registry.peer_left(dbg, CloseCode.INVOCATION_DONE)
-    assert lam.closed == (CloseCode.PEER_GONE, "debugger disconnected")
 
 
 def test_leaving_twice_and_unknown_peers_are_ignored(registry):
@@ -357,6 +426,7 @@ def test_snapshot_and_byte_counts(registry):
             "since": T0,
             "bytes_to_debugger": 0,
             "bytes_to_lambda": 0,
+            "attachments": 0,
         },
         {
             "function_id": "fn",
@@ -368,6 +438,7 @@ def test_snapshot_and_byte_counts(registry):
             "since": T0 + 1,
             "bytes_to_debugger": 101,
             "bytes_to_lambda": 7,
+            "attachments": 1,
         },
         {
             "function_id": "fn",
@@ -379,6 +450,7 @@ def test_snapshot_and_byte_counts(registry):
             "since": T0 + 2,
             "bytes_to_debugger": 0,
             "bytes_to_lambda": 0,
+            "attachments": 0,
         },
     ]
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lambda_debugger import relay
-from lambda_debugger.endpoints import SocketEndpoint, parse_close, describe_close
+from lambda_debugger import protocol, relay, wsframes
+from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, parse_close
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -108,3 +108,69 @@ def test_close_frames_are_described():
     assert parse_close(b"") == (None, "")
     assert describe_close(4001, "bad token") == "unauthorized (4001): bad token"
     assert describe_close(4999, "") == "code 4999 (4999)"
+
+
+class _SocketAsWebSocket:
+    """What WebSocketEndpoint needs of a websocket-client connection."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def gettimeout(self):
+        return self.sock.gettimeout()
+
+    def settimeout(self, seconds):
+        self.sock.settimeout(seconds)
+
+
+def test_the_pump_stops_at_a_session_change_and_never_mixes_streams(pair):
+    # The broker's frames as one burst: the old debugger's last bytes, a
+    # notice, its departure, a new pairing and the new debugger's first bytes.
+    # Bytes after a session change must not reach the old debugpy connection.
+    a, _, a_far, b_far = pair
+    server_far, client_near = socket.socketpair()
+    broker = WebSocketEndpoint(_SocketAsWebSocket(client_near), "broker")
+    notices = []
+    broker.on_control = notices.append
+    frames = [
+        (wsframes.OP_BINARY, b"old stream"),
+        (wsframes.OP_TEXT, protocol.encode(protocol.Notice("hello")).encode()),
+        (wsframes.OP_TEXT, protocol.encode(protocol.Detached("debugger disconnected")).encode()),
+        (wsframes.OP_TEXT, protocol.encode(protocol.Paired("fn", "req", 1, attachment=2)).encode()),
+        (wsframes.OP_BINARY, b"new stream"),
+    ]
+    server_far.sendall(b"".join(wsframes.encode(op, data, masked=False) for op, data in frames))
+    old = relay.Pump(broker, a)
+    result = old.run(deadline=time.monotonic() + 5)
+    assert (result.reason, result.endpoint) == (relay.CONTROL, broker)
+    assert old.run(deadline=time.monotonic() + 0.1).reason == relay.CONTROL  # held until taken
+    old.flush(a)
+    a_far.settimeout(1)
+    assert a_far.recv(100) == b"old stream"
+    assert broker.receive_control(deadline=time.monotonic() + 1) == protocol.Detached("debugger disconnected")
+    assert broker.receive_control(deadline=time.monotonic() + 1) == protocol.Paired("fn", "req", 1, attachment=2)
+    assert notices == [protocol.Notice("hello")]
+    new_far, new_near = socket.socketpair()
+    new = relay.Pump(broker, SocketEndpoint(new_near, "new debugpy"))
+    assert new.run(deadline=time.monotonic() + 0.5).reason == relay.DEADLINE
+    new_far.settimeout(1)
+    assert new_far.recv(100) == b"new stream"
+    a_far.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        a_far.recv(100)  # nothing more reached the old connection
+    for s in (server_far, client_near, new_far, new_near):
+        s.close()
+
+
+def test_dropping_the_rest_of_an_ended_stream_while_waiting_for_control():
+    server_far, client_near = socket.socketpair()
+    broker = WebSocketEndpoint(_SocketAsWebSocket(client_near), "broker")
+    paired = protocol.Paired("fn", "req", 1)
+    server_far.sendall(wsframes.encode(wsframes.OP_BINARY, b"late bytes", masked=False)
+                       + wsframes.encode(wsframes.OP_TEXT, protocol.encode(paired).encode(), masked=False))
+    assert broker.receive_control(deadline=time.monotonic() + 1, drop_binary=True) == paired
+    server_far.sendall(wsframes.encode(wsframes.OP_BINARY, b"x", masked=False))
+    with pytest.raises(protocol.ProtocolError, match="before pairing"):
+        broker.receive_control(deadline=time.monotonic() + 1)
+    server_far.close()
+    client_near.close()

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
@@ -102,6 +103,15 @@ class Name(str):
         return super().__new__(cls, first + " " + last)
 
 
+def loop(event, context):
+    done = []
+    for i in range(event["rounds"]):
+        done.append(i)  # LOOP
+        time.sleep(0.05)
+    print("loop finished in", context.aws_request_id)
+    return {"rounds": len(done)}
+
+
 def odd_value(event, context):
     return {"name": Name("Ada", "Lovelace")}
 
@@ -118,9 +128,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def break_line(path: str) -> int:
+def break_line(path: str, marker: str = "# BREAK") -> int:
+    """The line of ``path`` marked with ``marker``."""
     with open(path) as source:
-        return next(i for i, line in enumerate(source, 1) if "# BREAK" in line)
+        return next(i for i, line in enumerate(source, 1) if marker in line)
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -236,16 +247,17 @@ class Function:
             module.write(source)
         self.log_path = os.path.join(self.task_root, "function-%s.log" % handler.replace(".", "-"))
         self.log = open(self.log_path, "ab")
-        variables = {}
+        # The package under test is the working tree's, whatever is installed.
+        variables = {"PYTHONPATH": REPO}
         if broker is not None:
             scheme = "wss://" if broker.scheme == "https" else ""
-            variables = {
+            variables.update({
                 "DEBUGGER_ACTIVE": "1",
                 "DEBUGGER_BROKER_ADDRESS": "%s127.0.0.1:%d" % (scheme, broker.lambda_port),
                 "DEBUGGER_FUNCTION_ID": function_id,
                 "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
                 "DEBUGGER_WAIT_MAX": "30000",
-            }
+            })
         variables.update(env or {})
         self.local = LocalFunction(handler, task_root=self.task_root, timeout_s=timeout_s, env=variables,
                                    stdout=self.log, stderr=self.log)
