@@ -310,6 +310,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add("--max-frame-bytes", type=int, help="largest WebSocket message (default 1 MiB)")
     add("--pairing-timeout", type=float, metavar="S", help="how long a debugger waits for an invocation (default 900)")
     add("--handshake-timeout", type=float, metavar="S", help="time for a Lambda to announce itself (default 10)")
+    add("--idle-timeout", type=float, metavar="S",
+        help="close a paired debugger after this long without debug traffic; the invocation runs on and "
+        "may be attached again; 0 for never (default 900)")
     add("--ping-interval", type=float, metavar="S", help="WebSocket ping interval, 0 for none (default 10)")
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
@@ -391,6 +394,7 @@ def main(argv: Optional[List[str]] = None, *, environ=None, prog: str = "python 
         max_frame_bytes=args.max_frame_bytes,
         pairing_timeout_s=args.pairing_timeout,
         handshake_timeout_s=args.handshake_timeout,
+        idle_timeout_s=args.idle_timeout,
         ping_interval_s=args.ping_interval,
     )
     try:

@@ -69,6 +69,10 @@ class BrokerConfig:
     max_frame_bytes: int = 1024 * 1024
     #: How long an armed debugger waits for an invocation.
     pairing_timeout_s: float = 900.0
+    #: A paired debugger without debug traffic this long is closed (4007)
+    #: and the invocation detached; 0 never. The default, Lambda's longest
+    #: timeout, never cuts a real session short.
+    idle_timeout_s: float = 900.0
     #: Time a Lambda has to send its ``Invocation`` after connecting.
     handshake_timeout_s: float = 10.0
     #: Seconds between WebSocket pings; 0 disables them.
@@ -164,4 +168,6 @@ class BrokerConfig:
                 raise ConfigError("%s must be positive" % name)
         if self.ping_interval_s < 0:
             raise ConfigError("ping_interval_s must not be negative (0 disables pings)")
+        if self.idle_timeout_s < 0:
+            raise ConfigError("idle_timeout_s must not be negative (0 disables it)")
         return self

@@ -234,7 +234,7 @@ class BrokerSocket(WebSocketHandler):
         except WebSocketClosedError:
             return  # the partner's on_close ends the session and closes us
         if binary:
-            session.record_relayed(self, len(data))
+            session.record_relayed(self, len(data), time.time())
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(format_event("relayed", side=self.side, bytes=len(data), **session.log_fields()))
 

@@ -37,6 +37,10 @@ WAIT_GRACE_S = 5.0
 #: By then Lambda has stopped the invocation; the margin covers clock skew.
 DEADLINE_GRACE_S = 30.0
 
+#: Lambda's longest timeout. No invocation runs longer, so the broker holds
+#: none longer, whatever deadline or wait a client announces.
+MAX_INVOCATION_S = 900.0
+
 
 class SessionState(str, enum.Enum):
     """Where a session is in its life; the values appear in the API."""
@@ -81,6 +85,11 @@ class Session:
         self.debugger_peer: Optional[Peer] = None
         #: What the Lambda announced; ``None`` while only a debugger is here.
         self.invocation: Optional[Invocation] = None
+        #: The announced deadline (Unix ms), at most MAX_INVOCATION_S after
+        #: arrival; ``None`` while only a debugger is here.
+        self.deadline_ms: Optional[int] = None
+        #: Unix time of the last debug bytes, or of the pairing.
+        self.last_traffic = now
         #: Bytes relayed in each direction, as reported by the handlers.
         self.bytes_to_debugger = 0
         self.bytes_to_lambda = 0
@@ -118,8 +127,9 @@ class Session:
             return self.lambda_peer
         return None
 
-    def record_relayed(self, sender: Peer, nbytes: int) -> None:
-        """Count ``nbytes`` of debug stream that ``sender`` sent to its partner."""
+    def record_relayed(self, sender: Peer, nbytes: int, now: float) -> None:
+        """Count ``nbytes`` of debug stream that ``sender`` sent to its partner at ``now``."""
+        self.last_traffic = now
         side = self.side_of(sender)
         if side is Side.LAMBDA:
             self.bytes_to_debugger += nbytes
@@ -133,7 +143,7 @@ class Session:
             "function_id": self.function_id,
             "state": self.state.value,
             "request_id": invocation.request_id if invocation else None,
-            "deadline_ms": invocation.deadline_ms if invocation else None,
+            "deadline_ms": self.deadline_ms,
             "function_name": invocation.function_name if invocation else None,
             "runtime": invocation.runtime if invocation else None,
             "since": self.since,
@@ -162,12 +172,14 @@ class Registry:
         max_sessions: int = 1000,
         max_sessions_per_function: int = 100,
         pairing_timeout_s: float = 900.0,
+        idle_timeout_s: float = MAX_INVOCATION_S,
         wait_grace_s: float = WAIT_GRACE_S,
         deadline_grace_s: float = DEADLINE_GRACE_S,
     ) -> None:
         self.max_sessions = max_sessions
         self.max_sessions_per_function = max_sessions_per_function
         self.pairing_timeout_s = pairing_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.wait_grace_s = wait_grace_s
         self.deadline_grace_s = deadline_grace_s
         #: Sessions of each function ID in arrival order (oldest first).
@@ -182,6 +194,7 @@ class Registry:
             max_sessions=config.max_sessions,
             max_sessions_per_function=config.max_sessions_per_function,
             pairing_timeout_s=config.pairing_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
         )
 
     def __len__(self) -> int:
@@ -210,9 +223,7 @@ class Registry:
         self._check_new(peer)
         session = self._oldest(function_id, SessionState.ARMED)
         if session is not None:
-            session.lambda_peer = peer
-            session.invocation = invocation
-            self._by_peer[peer] = session
+            self._add_invocation(session, peer, invocation, now)
             self._pair(session, now)
             return session
         if not invocation.wait_ms:
@@ -223,9 +234,7 @@ class Registry:
         if not self._room_for(function_id, peer, Side.LAMBDA, invocation.request_id):
             return None
         session = self._add(function_id, SessionState.WAITING, now)
-        session.lambda_peer = peer
-        session.invocation = invocation
-        self._by_peer[peer] = session
+        self._add_invocation(session, peer, invocation, now)
         log_event(
             "lambda_waiting",
             peer=peer.address,
@@ -323,20 +332,27 @@ class Registry:
     # Housekeeping ---------------------------------------------------------
 
     def reap(self, now: float) -> List[Session]:
-        """End sessions that waited too long; return them.
+        """End sessions that waited too long, detach idle debuggers; return
+        the sessions concerned.
 
         * armed debuggers older than ``pairing_timeout_s``: ``PAIRING_TIMEOUT``;
         * waiting invocations past ``wait_ms`` plus grace, or past their
           deadline: ``NOT_WAITING``;
         * paired and detached sessions well past the invocation's deadline
           (Lambda has stopped the invocation; the connection is a leftover):
-          ``INVOCATION_DONE``.
+          ``INVOCATION_DONE``;
+        * a paired debugger without debug traffic for ``idle_timeout_s`` (0:
+          never) is closed with ``IDLE_TIMEOUT``; the invocation runs on,
+          detached, and may be attached again.
         """
-        expired = []
+        expired, idle = [], []
         for session in self.sessions():
             verdict = self._expiry(session, now)
             if verdict is not None:
                 expired.append((session, verdict))
+            elif (session.state is SessionState.PAIRED and self.idle_timeout_s
+                  and now - session.last_traffic >= self.idle_timeout_s):
+                idle.append(session)
         for session, (code, reason) in expired:
             log_event(
                 "reaped",
@@ -347,7 +363,13 @@ class Registry:
                 **session.log_fields(),
             )
             self._end(session, code, reason)
-        return [session for session, _ in expired]
+        for session in idle:
+            debugger = session.debugger_peer
+            reason = "no debug traffic for %d s; attach again to go on debugging" % self.idle_timeout_s
+            log_event("idle_debugger", code=int(CloseCode.IDLE_TIMEOUT), reason=reason, **session.log_fields())
+            self._detach(session, now, "debugger idle for %d s" % self.idle_timeout_s)
+            self._call(debugger, "close", CloseCode.IDLE_TIMEOUT, reason)
+        return [session for session, _ in expired] + idle
 
     def _expiry(self, session: Session, now: float) -> Optional[Tuple[CloseCode, str]]:
         invocation = session.invocation
@@ -355,12 +377,12 @@ class Registry:
             if now - session.since >= self.pairing_timeout_s:
                 return CloseCode.PAIRING_TIMEOUT, "no invocation arrived within %d s" % self.pairing_timeout_s
         elif session.state is SessionState.WAITING:
-            if invocation.deadline_ms and now * 1000 >= invocation.deadline_ms:
+            if now * 1000 >= session.deadline_ms:
                 return CloseCode.NOT_WAITING, "invocation deadline passed before a debugger came"
-            if now - session.since >= invocation.wait_ms / 1000 + self.wait_grace_s:
+            if now - session.since >= min(invocation.wait_ms / 1000, MAX_INVOCATION_S) + self.wait_grace_s:
                 return CloseCode.NOT_WAITING, "invocation stopped waiting for a debugger"
         elif session.state in (SessionState.PAIRED, SessionState.DETACHED):
-            if invocation.deadline_ms and now * 1000 >= invocation.deadline_ms + self.deadline_grace_s * 1000:
+            if now * 1000 >= session.deadline_ms + self.deadline_grace_s * 1000:
                 return CloseCode.INVOCATION_DONE, "invocation deadline passed"
         return None
 
@@ -419,6 +441,13 @@ class Registry:
         self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
         return False
 
+    def _add_invocation(self, session: Session, peer: Peer, invocation: Invocation, now: float) -> None:
+        session.lambda_peer = peer
+        session.invocation = invocation
+        latest_ms = int((now + MAX_INVOCATION_S) * 1000)
+        session.deadline_ms = min(invocation.deadline_ms, latest_ms) if invocation.deadline_ms else latest_ms
+        self._by_peer[peer] = session
+
     def _add(self, function_id: str, state: SessionState, now: float) -> Session:
         session = Session(function_id, state, now)
         self._by_function.setdefault(function_id, []).append(session)
@@ -428,7 +457,7 @@ class Registry:
     def _pair(self, session: Session, now: float) -> None:
         waited = now - session.since
         session.state = SessionState.PAIRED
-        session.since = now
+        session.since = session.last_traffic = now
         session.attachments += 1
         invocation = session.invocation
         message = Paired(
@@ -450,7 +479,7 @@ class Registry:
         self._call(session.lambda_peer, "send_control", message)
         self._call(session.debugger_peer, "send_control", message)
 
-    def _detach(self, session: Session, now: float) -> None:
+    def _detach(self, session: Session, now: float, reason: str = "debugger disconnected") -> None:
         """The debugger left a paired session: forget it and tell the Lambda
         side, which keeps its connection while the handler runs."""
         self._by_peer.pop(session.debugger_peer, None)
@@ -465,7 +494,7 @@ class Registry:
             bytes_to_lambda=session.bytes_to_lambda,
             **session.log_fields(),
         )
-        self._call(session.lambda_peer, "send_control", Detached(reason="debugger disconnected"))
+        self._call(session.lambda_peer, "send_control", Detached(reason=reason))
 
     def _forget(self, session: Session) -> None:
         """Remove ``session`` and its peers from the indexes; mark it closed."""

@@ -361,6 +361,42 @@ def test_paired_sessions_are_not_reaped_before_their_deadline(registry):
     assert lam.closed == dbg.closed == (CloseCode.INVOCATION_DONE, "invocation deadline passed")
 
 
+def test_announced_deadlines_and_waits_are_held_to_lambdas_longest_timeout(registry):
+    # The Lambda token is semi-public: a client announcing a year-long wait
+    # or deadline must not hold a session longer than any real invocation.
+    lam, lam2 = FakePeer("lambda"), FakePeer("lambda2")
+    year_ms = int((T0 + 365 * 86400) * 1000)
+    waiting = registry.lambda_arrived(lam, "fn", invocation(deadline_ms=year_ms, wait_ms=year_ms), T0)
+    assert waiting.to_dict()["deadline_ms"] == int((T0 + 900) * 1000)
+    assert registry.reap(T0 + 899.9) == []
+    assert registry.reap(T0 + 900) == [waiting]
+    paired_session = registry.lambda_arrived(lam2, "fn", invocation(deadline_ms=year_ms), T0)
+    registry.debugger_arrived(FakePeer("dbg"), "fn", T0)
+    assert paired_session.state is SessionState.PAIRED
+    registry.idle_timeout_s = 0
+    assert registry.reap(T0 + 900 + registry.deadline_grace_s) == [paired_session]
+
+
+def test_an_idle_debugger_is_closed_and_the_invocation_detached():
+    registry = Registry(idle_timeout_s=60)
+    session, lam, dbg = make_pair(registry)
+    session.record_relayed(dbg, 10, T0 + 30)
+    assert registry.reap(T0 + 89.9) == []
+    assert registry.reap(T0 + 90) == [session]
+    assert dbg.closed == (CloseCode.IDLE_TIMEOUT, "no debug traffic for 60 s; attach again to go on debugging")
+    assert session.state is SessionState.DETACHED and lam.closed is None
+    assert lam.sent[-1] == Detached(reason="debugger idle for 60 s")
+    registry.peer_left(dbg, CloseCode.IDLE_TIMEOUT)  # its on_close: already detached
+    assert session.state is SessionState.DETACHED
+
+
+def test_idle_timeout_zero_never_closes():
+    registry = Registry(idle_timeout_s=0)
+    session, lam, dbg = make_pair(registry)
+    assert registry.reap(T0 + 500) == []
+    assert dbg.closed is None
+
+
 def test_pairing_restarts_nothing_for_the_other_waiters(registry):
     d1, d2, lam = FakePeer("d1"), FakePeer("d2"), FakePeer("lambda")
     registry.debugger_arrived(d1, "fn", T0)
@@ -410,10 +446,10 @@ def test_snapshot_and_byte_counts(registry):
     session, lam, paired_dbg = make_pair(registry, now=T0 + 1)
     waiting = FakePeer("waiting")
     registry.lambda_arrived(waiting, "fn", invocation("req-2", function_name="my-function", runtime="python3.12"), T0 + 2)
-    session.record_relayed(lam, 100)
-    session.record_relayed(paired_dbg, 7)
-    session.record_relayed(lam, 1)
-    session.record_relayed(FakePeer("stranger"), 1000)  # not in the session: ignored
+    session.record_relayed(lam, 100, T0 + 1)
+    session.record_relayed(paired_dbg, 7, T0 + 1)
+    session.record_relayed(lam, 1, T0 + 1)
+    session.record_relayed(FakePeer("stranger"), 1000, T0 + 1)  # not in the session: ignored
     deadline_ms = invocation().deadline_ms
     assert registry.snapshot() == [
         {
