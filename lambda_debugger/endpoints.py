@@ -1,16 +1,20 @@
 """Endpoint adapters for the relay pump: a TCP socket and a WebSocket.
 
-websocket-client opens the WebSocket (handshake, proxies, TLS) and is
-imported by the caller that does so; this module only uses the socket it
-leaves, so importing it stays cheap.
+websocket-client makes the WebSocket handshake and is imported only when a
+connection is opened; after the handshake this module reads and writes the
+socket itself. Importing it stays cheap.
 """
 
 import collections
+import ipaddress
 import logging
+import os
 import socket
 import ssl
 import struct
+import threading
 import time
+import urllib.parse
 from typing import Callable, Optional
 
 from lambda_debugger import protocol, wsframes
@@ -28,6 +32,86 @@ KEEPALIVE_S = 5.0
 
 TLS_RECORD_BYTES = 16 * 1024
 
+
+
+#: Variables that make websocket-client dial through an HTTP proxy.
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")
+
+
+def open_websocket(url: str, *, timeout: float, header: dict, ca_file: Optional[str] = None):
+    """Open a websocket-client connection to ``url`` within ``timeout``
+    seconds, the DNS lookup included: ``getaddrinfo`` has no timeout of its
+    own, and a resolver that hangs must not hold up an invocation.
+
+    With an HTTP proxy configured in the environment, websocket-client dials
+    on its own (through the proxy) and only connect and I/O are bounded.
+
+    Raises:
+        socket.timeout: a step did not finish in time.
+        OSError, ssl.SSLError, websocket.WebSocketException: as the steps raise them.
+    """
+    import websocket  # websocket-client, loaded only when a session starts
+
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=False,
+                                           sslopt={"ca_certs": ca_file} if ca_file else None)
+    deadline = time.monotonic() + timeout
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "wss"
+    host, port = parts.hostname, parts.port or (443 if secure else 80)
+    sock = None
+    error: Optional[BaseException] = None
+    for family, kind, proto, _, address in _resolve(host, port, timeout):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(left)
+            sock.connect(address)
+            break
+        except OSError as exc:
+            sock.close()
+            sock, error = None, exc
+    if sock is None:
+        raise error or socket.timeout("no time left to connect to %s" % host)
+    try:
+        if secure:
+            context = ssl.create_default_context(cafile=ca_file)
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            sock = context.wrap_socket(sock, server_hostname=host)
+        return websocket.create_connection(url, timeout=max(0.01, deadline - time.monotonic()), header=header,
+                                           socket=sock, enable_multithread=False)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _resolve(host: str, port: int, timeout: float) -> list:
+    """``getaddrinfo`` for a TCP connection, given up after ``timeout`` s
+    (the lookup itself finishes in a daemon thread)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # a literal address needs no lookup
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    found = {}
+
+    def lookup():
+        try:
+            found["addresses"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except Exception as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=lookup, name="lambda-debugger-dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise socket.timeout("DNS lookup of %s took longer than %.1f s" % (host, timeout))
+    if "error" in found:
+        raise found["error"]
+    return found["addresses"]
 
 
 def send_limit(sock: socket.socket) -> Optional[int]:

@@ -22,7 +22,14 @@ from typing import Any, Optional
 
 from lambda_debugger import child, dap, protocol, relay
 from lambda_debugger.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
-from lambda_debugger.endpoints import IO_TIMEOUT_S, SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
+from lambda_debugger.endpoints import (
+    IO_TIMEOUT_S,
+    SocketEndpoint,
+    WebSocketEndpoint,
+    describe_close,
+    describe_error,
+    open_websocket,
+)
 
 log = logging.getLogger("lambda_debugger")
 
@@ -150,14 +157,11 @@ class DebugSession:
 
     def _wait_for_debugger(self, budget_ms: int, wait_end: float, latest_start: float) -> Optional[protocol.Paired]:
         try:
-            import websocket  # websocket-client, loaded only when a session starts
-
-            ws = websocket.create_connection(
+            ws = open_websocket(
                 self.config.broker_url,
                 timeout=max(0.05, min(self.config.connect_timeout_s, wait_end - time.monotonic())),
                 header=protocol.bearer(self.config.auth_token),
-                sslopt={"ca_certs": self.config.ca_file} if self.config.ca_file else None,
-                enable_multithread=False,
+                ca_file=self.config.ca_file,
             )
             self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
             self.broker.send_control(protocol.Invocation(

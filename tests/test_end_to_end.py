@@ -2,6 +2,7 @@
 the broker, the attach bridge and a scripted DAP client."""
 
 import json
+import os
 import socket
 import struct
 import time
@@ -10,9 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.dap_client import DapConnectionClosed
-from tests.support.chain import LAMBDA_TOKEN, break_line, free_port, wait_until
+from tests.support.chain import LAMBDA_TOKEN, REPO, break_line, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
+
+#: A function PYTHONPATH whose resolver hangs for *.slow-dns.test names.
+SLOW_DNS_PATH = os.pathsep.join((os.path.join(REPO, "tests", "support", "slow_dns"), REPO))
 
 
 def debug_to_breakpoint(bridge, function, timeout=30, **attach):
@@ -238,6 +242,8 @@ def test_lambda_token_cannot_attach_a_debugger(broker, start_bridge):
     ({"DEBUGGER_WAIT_MAX": "500"}, "no debugger attached in time; running normally", 1.5),
     ({"DEBUGGER_AUTH_TOKEN": "wrong-token"}, "unauthorized (4001): lambda token missing or wrong", 1.0),
     ({"DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % free_port()}, "broker unreachable", 1.0),
+    ({"DEBUGGER_BROKER_ADDRESS": "broker.slow-dns.test:8080", "PYTHONPATH": SLOW_DNS_PATH},
+     "DNS lookup of broker.slow-dns.test took longer than 1.0 s); running normally", 1.5),
     ({"DEBUGGER_FUNCTION_ID": "not valid!"}, "DEBUGGER_FUNCTION_ID must match", 0.5),
     ({"DEBUGGER_WAIT_MAX": "soon"}, "DEBUGGER_WAIT_MAX must be a whole number", 0.5),
     ({"DEBUGGER_BROKER_ADDRESS": ""}, "DEBUGGER_BROKER_ADDRESS is not set", 0.5),
