@@ -9,7 +9,14 @@ import os as _os
 
 __version__ = "0.1.0"
 
-if _os.environ.get("DEBUGGER_ACTIVE", "").strip().lower() not in ("", "false", "0"):
+
+
+def active(environ) -> bool:
+    """Whether ``DEBUGGER_ACTIVE`` turns debugging on."""
+    return environ.get("DEBUGGER_ACTIVE", "").strip().lower() not in ("", "false", "0")
+
+
+if active(_os.environ):
     try:
         from lambda_debugger import hook as _hook
 

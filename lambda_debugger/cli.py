@@ -1,4 +1,4 @@
-"""The ``lambda-debugger`` command: broker, attach, sessions, local."""
+"""The ``lambda-debugger`` command: broker, attach, sessions, local, layer."""
 
 import argparse
 import json
@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from lambda_debugger import __version__, protocol
 
-COMMANDS = ("broker", "attach", "sessions", "local")
+COMMANDS = ("broker", "attach", "sessions", "local", "layer")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Step through Python code running live in AWS Lambda from VS Code.",
     )
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    sub = parser.add_subparsers(dest="command", metavar="{broker,attach,sessions,local}")
+    sub = parser.add_subparsers(dest="command", metavar="{broker,attach,sessions,local,layer}")
     sub.add_parser("broker", help="run the broker (see: lambda-debugger broker --help)")
 
     attach = sub.add_parser("attach", help="bridge a local IDE port to a function's invocations")
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument("--listen", default="127.0.0.1:5678", metavar="HOST:PORT",
                         help="where the IDE attaches (default 127.0.0.1:5678)")
     attach.add_argument("--once", action="store_true", help="exit after one debug session")
+    attach.add_argument("--print-vscode-config", action="store_true",
+                        help="print .vscode/launch.json and tasks.json for these options (F5 starts this bridge"
+                             " and attaches) as one JSON object keyed by file, then exit without connecting")
+    attach.add_argument("--remote-root", default="/var/task", metavar="PATH",
+                        help="with --print-vscode-config: where the function's code lives in Lambda, mapped to"
+                             " the workspace folder (default /var/task)")
     attach.set_defaults(run=_attach)
 
     sessions = sub.add_parser("sessions", help="list what the broker holds now")
@@ -63,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--task-root", default=".", metavar="DIR",
                        help="the folder Lambda would unpack the function into (default .)")
     local.set_defaults(run=_local)
+
+    layer = sub.add_parser("layer", help="build a Lambda layer zip of the Lambda side (python/ and the exec wrapper)")
+    layer.add_argument("--arch", default="x86_64", choices=("x86_64", "arm64"),
+                       help="the function's architecture (default x86_64)")
+    layer.add_argument("--python", default="%d.%d" % sys.version_info[:2], metavar="3.X",
+                       help="the function's Python runtime, 3.9 to 3.13 (default: this Python's)")
+    layer.add_argument("-o", "--output", default="dist", metavar="DIR", help="folder for the zip (default dist)")
+    layer.set_defaults(run=_layer)
     return parser
 
 
@@ -103,6 +117,8 @@ def _ca_file(args) -> Optional[str]:
 def _attach(args) -> int:
     from lambda_debugger.bridge import AttachBridge, BridgeError, parse_listen
 
+    if args.print_vscode_config:
+        return _print_vscode_config(args)
     try:
         ca_file = _ca_file(args)
         bridge = AttachBridge(args.function_id, args.broker, token=_token(args), listen=parse_listen(args.listen),
@@ -114,6 +130,12 @@ def _attach(args) -> int:
         print("lambda-debugger attach: cannot listen on %s: %s" % (args.listen, exc.strerror or exc), file=sys.stderr)
         return 2
     bridge.say("bridging to %s" % bridge.url)
+    if not bridge.token:
+        bridge.say("warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file); the broker"
+                   " refuses the bridge unless it runs --insecure")
+    if not _is_loopback(bridge.address[0]):
+        bridge.say("warning: listening on %s, beyond this machine: whoever reaches that port can debug the"
+                   " function, that is, run code with its role; prefer --listen 127.0.0.1:PORT" % bridge.address[0])
     try:
         bridge.serve(once=args.once)
     except BridgeError as exc:
@@ -121,6 +143,52 @@ def _attach(args) -> int:
         return 1
     except KeyboardInterrupt:
         bridge.say("stopped")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _print_vscode_config(args) -> int:
+    """Print launch.json and tasks.json for these options; binds and connects nothing."""
+    from lambda_debugger.bridge import parse_listen
+    from lambda_debugger.vscode import render, vscode_files
+
+    try:
+        if not protocol.valid_function_id(args.function_id):
+            raise _UsageError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
+        protocol.broker_url(args.broker, protocol.DEFAULT_DEBUGGER_PORT, protocol.DEBUG_PATH_PREFIX + args.function_id)
+        listen = parse_listen(args.listen)
+        if listen[1] == 0:
+            raise _UsageError("--print-vscode-config needs a fixed --listen port, not 0")
+        if not args.remote_root.startswith("/"):
+            raise _UsageError("--remote-root must be an absolute path in the Lambda environment, not %r"
+                              % args.remote_root)
+        if args.token and args.token_file:
+            raise _UsageError("give --token or --token-file, not both")
+        ca_file = _ca_file(args)
+    except (ValueError, protocol.ProtocolError, _UsageError) as exc:
+        print("lambda-debugger attach: %s" % exc, file=sys.stderr)
+        return 2
+    token_file = os.path.abspath(args.token_file) if args.token_file else None
+    files = vscode_files(function_id=args.function_id, broker=args.broker, listen=listen,
+                         remote_root=args.remote_root, token_file=token_file,
+                         ca_file=os.path.abspath(ca_file) if ca_file else None, once=args.once)
+    print(render(files), end="")
+    # Guidance goes to stderr so that stdout stays one JSON document.
+    if token_file:
+        where = "from %s (--token-file)" % token_file
+    else:
+        where = "from BROKER_DEBUGGER_TOKEN in VS Code's environment (or add --token-file PATH)"
+    print("lambda-debugger attach: put each value into that file of your project (or merge it into the file"
+          " you have); the bridge that F5 starts reads the debugger token %s%s"
+          % (where, "; --token is never written into the files" if args.token else ""), file=sys.stderr)
     return 0
 
 
@@ -150,3 +218,15 @@ def _local(args) -> int:
     from lambda_debugger.local.runner import run_local
 
     return run_local(args)
+
+
+def _layer(args) -> int:
+    from lambda_debugger.layer import LayerError, build_layer, describe
+
+    try:
+        report = build_layer(args.arch, args.python, args.output, log=lambda line: print(line, flush=True))
+    except LayerError as exc:
+        print("lambda-debugger layer: %s" % exc, file=sys.stderr)
+        return 1
+    print(describe(report))
+    return 0

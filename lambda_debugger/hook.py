@@ -14,6 +14,10 @@ from lambda_debugger.config import ConfigError, LambdaConfig
 
 log = logging.getLogger("lambda_debugger")
 
+#: The handler the layer's exec wrapper points the runtime at; that module
+#: wraps the function's handler itself (see zero_code.py).
+ZERO_CODE_HANDLER = "lambda_debugger.zero_code.handler"
+
 
 def install(environ: Optional[Mapping[str, str]] = None, modules=None) -> bool:
     """Swap the handler for the proxy. Returns whether it was swapped."""
@@ -24,6 +28,8 @@ def install(environ: Optional[Mapping[str, str]] = None, modules=None) -> bool:
     if not handler_name:
         log.debug("_HANDLER is not set (not running in Lambda); nothing to debug")
         return False
+    if handler_name == ZERO_CODE_HANDLER:
+        return False  # zero-code mode: lambda_debugger.zero_code wraps the handler
     module_name, _, function_name = handler_name.rpartition(".")
     module_name = module_name.replace("/", ".")
     if not module_name or not function_name:
@@ -45,24 +51,35 @@ def install(environ: Optional[Mapping[str, str]] = None, modules=None) -> bool:
             module_name, function_name, module_name.replace(".", "/"),
         )
         return False
-    if getattr(handler, "lambda_debugger_config", None) is not None:
-        return True  # already swapped (module reloaded)
-    if not callable(handler):
-        log.warning("lambda_debugger: %s.%s is not callable; not debugging it", module_name, function_name)
+    proxy = wrap(handler, "%s.%s" % (module_name, function_name), environ)
+    if proxy is None:
         return False
+    if proxy is not handler:
+        setattr(module, function_name, proxy)
+    return True
+
+
+def wrap(handler, name: str, environ: Optional[Mapping[str, str]] = None):
+    """Return the proxy for ``handler`` (``handler`` itself if it is one
+    already), or None after one log line when it cannot be debugged."""
+    environ = os.environ if environ is None else environ
+    if getattr(handler, "lambda_debugger_config", None) is not None:
+        return handler  # already swapped (module reloaded, or both modes at once)
+    if not callable(handler):
+        log.warning("lambda_debugger: %s is not callable; not debugging it", name)
+        return None
     try:
         config = LambdaConfig.from_environ(environ)
     except ConfigError as exc:
         log.warning("lambda_debugger: %s; the function runs without the debugger", exc)
-        return False
+        return None
     from lambda_debugger.bootstrap import make_proxy
 
-    setattr(module, function_name, make_proxy(handler, config))
     log.info(
-        "lambda_debugger: %s.%s will wait up to %d ms per invocation for a debugger (function ID %s)",
-        module_name, function_name, config.wait_max_ms, config.function_id,
+        "lambda_debugger: %s will wait up to %d ms per invocation for a debugger (function ID %s)",
+        name, config.wait_max_ms, config.function_id,
     )
-    return True
+    return make_proxy(handler, config)
 
 
 def _set_log_level(environ: Mapping[str, str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from lambda_debugger.cli import main
 from lambda_debugger.sessions import format_sessions
-from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, REPO, free_port, stop_process
+from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, REPO, free_port, stop_process, wait_until
 from tests.support.dap_client import DapClient
 
 pytestmark = pytest.mark.timeout(90)
@@ -116,3 +116,20 @@ def test_local_mode_without_a_debugger_runs_normally():
     assert process.returncode == 0, err
     assert json.loads(json.loads(out)["body"])["message"] == "Hello, Lambda!"
     assert "no debugger armed; running normally" in err
+
+
+def test_attach_warns_of_a_missing_token_and_a_listen_address_beyond_loopback(tmp_path):
+    log_path = tmp_path / "bridge.log"
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_DEBUGGER_TOKEN"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lambda_debugger", "attach", "fn", "--broker", "127.0.0.1:%d" % free_port(),
+             "--listen", "0.0.0.0:%d" % free_port()],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        output = wait_until(lambda: "listening for the IDE" in log_path.read_text() and log_path.read_text(),
+                            15, "the bridge to listen")
+    finally:
+        stop_process(process)
+    assert "warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file)" in output
+    assert "warning: listening on 0.0.0.0, beyond this machine" in output

@@ -124,3 +124,20 @@ def test_problems_are_one_warning_and_no_swap(caplog, handler_name, modules, mes
     assert not hook.install(dict(ENV, _HANDLER=handler_name), modules)
     warnings = [r.getMessage() for r in caplog.records if r.name == "lambda_debugger"]
     assert len(warnings) == 1 and message in warnings[0]
+
+
+def test_zero_code_mode_is_left_to_its_own_module(caplog):
+    # The package's import runs before lambda_debugger.zero_code exists: no
+    # warning, no swap; zero_code wraps the function's handler itself.
+    assert not hook.install(dict(ENV, _HANDLER=hook.ZERO_CODE_HANDLER), {})
+    assert [r for r in caplog.records if r.name == "lambda_debugger"] == []
+
+
+def test_a_handler_wrapped_by_both_modes_is_wrapped_once():
+    def handler(event, context):
+        return event
+    module = fake_module("app", handler=handler)
+    assert hook.install(dict(ENV, _HANDLER="app.handler"), {"app": module})
+    proxy = module.handler
+    assert hook.wrap(proxy, "app.handler", ENV) is proxy
+    assert hook.wrap(handler, "app.handler", dict(ENV, DEBUGGER_WAIT_MAX="soon")) is None

@@ -160,8 +160,13 @@ class LocalFunction:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (self.task_root, env.get("PYTHONPATH", "")) if p
         )
+        command = [self.python, "-m", "awslambdaric", self.handler]
+        wrapper = env.get("AWS_LAMBDA_EXEC_WRAPPER", "").strip()
+        if wrapper:
+            # As Lambda does: the wrapper gets the runtime's start command.
+            command.insert(0, wrapper)
         process = subprocess.Popen(
-            [self.python, "-m", "awslambdaric", self.handler],
+            command,
             cwd=self.task_root,
             env=env,
             stdin=subprocess.DEVNULL,
