@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Optional, TextIO, Tuple
 
-from lambda_debugger import protocol, relay
+from lambda_debugger import dap, protocol, relay
 from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
 
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
@@ -20,6 +20,9 @@ MAX_EARLY_BYTES = 1024 * 1024
 
 #: Seconds between progress lines when the output is not a terminal.
 REPORT_EVERY_S = 10.0
+
+#: Seconds before the Lambda timeout at which the IDE's debug console is told.
+WARN_AT_S = (60, 30, 10)
 
 #: Close codes after which another attempt cannot succeed.
 FATAL_CLOSES = (protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.BAD_REQUEST)
@@ -42,6 +45,31 @@ def parse_listen(text: str) -> Tuple[str, int]:
     return host, int(port)
 
 
+class IdeEndpoint(SocketEndpoint):
+    """The IDE's connection. Messages of the bridge's own (DAP ``output``
+    events) go out only between two of debugpy's messages."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__(sock, "ide")
+        self.boundaries = dap.MessageBoundaries()
+        self._pending = []
+
+    def frame(self, data: bytes):
+        self.boundaries.feed(data)
+        return (data,)
+
+    def inject(self, message: bytes) -> None:
+        """Queue a framed DAP message for the next boundary in the stream."""
+        self._pending.append(message)
+
+    def take_outgoing(self) -> bytes:
+        if not self._pending or not self.boundaries.at_boundary:
+            return b""
+        data = b"".join(self._pending)
+        self._pending.clear()
+        return data
+
+
 class AttachBridge:
     """Listens for the IDE and bridges each connection to the broker.
 
@@ -61,6 +89,7 @@ class AttachBridge:
         out: TextIO = None,
         connect_timeout_s: float = 5.0,
         sslopt: Optional[dict] = None,
+        warn_at: Tuple[int, ...] = WARN_AT_S,
     ):
         if not protocol.valid_function_id(function_id):
             raise BridgeError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
@@ -72,6 +101,7 @@ class AttachBridge:
         self.out = out or sys.stderr
         self.connect_timeout_s = connect_timeout_s
         self.sslopt = sslopt
+        self.warn_at = tuple(sorted(warn_at, reverse=True))
         self.sessions = 0
         self.paired: Optional[protocol.Paired] = None
         self._listener = socket.create_server(listen, reuse_port=False)
@@ -120,7 +150,7 @@ class AttachBridge:
         except Exception as exc:
             self.say("cannot reach the broker at %s: %s" % (self.url, describe_error(exc)))
             return False
-        ide_end = SocketEndpoint(ide, "ide")
+        ide_end = IdeEndpoint(ide)
         ide.settimeout(30)
         pump = None
         try:
@@ -129,7 +159,7 @@ class AttachBridge:
                 return False
             self.sessions += 1
             pump = relay.Pump(ide_end, broker)
-            self._relay(pump, broker, early)
+            self._relay(pump, broker, ide_end, early)
             return True
         except (OSError, ValueError) as exc:  # includes timeouts, resets, frame and protocol errors
             self.say("session ended: %s" % describe_error(exc))
@@ -215,12 +245,19 @@ class AttachBridge:
                 self.say(text, transient=True)
         return None
 
-    def _relay(self, pump: relay.Pump, broker: WebSocketEndpoint, early: bytes) -> None:
+    def _relay(self, pump: relay.Pump, broker: WebSocketEndpoint, ide: IdeEndpoint, early: bytes) -> None:
         deadline_ms = self.paired.deadline_ms
         last_report = time.monotonic()
+        # Warnings already due at pairing would only be noise.
+        warnings = [t for t in self.warn_at if deadline_ms / 1000.0 - time.time() > t]
         if early:
             pump.enqueue(broker, early)
         while True:
+            left = deadline_ms / 1000.0 - time.time()
+            if warnings and left <= warnings[0]:
+                while warnings and left <= warnings[0]:
+                    due = warnings.pop(0)
+                self._warn(ide, due)
             result = pump.run(deadline=time.monotonic() + 1.0)
             if result.reason == relay.CONTROL:
                 message = broker.receive_control()
@@ -241,6 +278,15 @@ class AttachBridge:
             self.say("session ended: " + describe_close(broker.close_code, broker.close_reason))
         else:
             self.say("the IDE disconnected; the handler runs on, and attaching again debugs it further")
+
+    def _warn(self, ide: IdeEndpoint, seconds: int) -> None:
+        """Tell the developer, in the debug console too, that the Lambda
+        timeout is near."""
+        text = ("lambda-debugger: %d s left before the Lambda timeout of request %s. Lambda ends the invocation"
+                " then, stopped at a breakpoint or not; raise the function's timeout to debug longer.\n"
+                % (seconds, self.paired.request_id))
+        ide.inject(dap.output_event(text, "important" if seconds <= 10 else "console"))
+        self.say("%d s left before the Lambda timeout of %s" % (seconds, self.function_id))
 
     def _on_notice(self, message) -> None:
         if isinstance(message, protocol.Notice):

@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from lambda_debugger import __version__, protocol
 
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument("--listen", default="127.0.0.1:5678", metavar="HOST:PORT",
                         help="where the IDE attaches (default 127.0.0.1:5678)")
     attach.add_argument("--once", action="store_true", help="exit after one debug session")
+    attach.add_argument("--warn-at", default="60,30,10", metavar="S[,S...]",
+                        help="seconds before the Lambda timeout at which the IDE's debug console is told"
+                             " (default 60,30,10; 'none' for never)")
     attach.add_argument("--print-vscode-config", action="store_true",
                         help="print .vscode/launch.json and tasks.json for these options (F5 starts this bridge"
                              " and attaches) as one JSON object keyed by file, then exit without connecting")
@@ -122,7 +125,7 @@ def _attach(args) -> int:
     try:
         ca_file = _ca_file(args)
         bridge = AttachBridge(args.function_id, args.broker, token=_token(args), listen=parse_listen(args.listen),
-                              sslopt={"ca_certs": ca_file} if ca_file else None)
+                              sslopt={"ca_certs": ca_file} if ca_file else None, warn_at=_warn_at(args.warn_at))
     except (BridgeError, ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
@@ -144,6 +147,16 @@ def _attach(args) -> int:
     except KeyboardInterrupt:
         bridge.say("stopped")
     return 0
+
+
+def _warn_at(text: str) -> Tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise _UsageError("--warn-at must be whole seconds separated by commas (e.g. 60,30,10) or none, not %r"
+                          % text)
+    return tuple(int(part) for part in parts)
 
 
 def _is_loopback(host: str) -> bool:
