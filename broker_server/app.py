@@ -292,7 +292,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Pair AWS Lambda invocations with debuggers and relay the debug stream. "
-        "Tokens come from %s and %s." % (LAMBDA_TOKEN_VARIABLE, DEBUGGER_TOKEN_VARIABLE),
+        "Tokens come from %s and %s, or from the files given by --lambda-token-file and --debugger-token-file."
+        % (LAMBDA_TOKEN_VARIABLE, DEBUGGER_TOKEN_VARIABLE),
     )
     add = parser.add_argument
     add("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")

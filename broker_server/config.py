@@ -1,7 +1,8 @@
 """Broker settings: one frozen object, built at the edge from the environment.
 
-Tokens come from the environment only (``BROKER_LAMBDA_TOKEN``,
-``BROKER_DEBUGGER_TOKEN``) so that they never show up in ``ps`` output or
+Tokens come from the environment (``BROKER_LAMBDA_TOKEN``,
+``BROKER_DEBUGGER_TOKEN``) or from files (:func:`read_token_file`), never
+from command-line values, so that they never show up in ``ps`` output or
 shell history; everything else is a keyword override, usually from the
 command line.
 """
