@@ -96,6 +96,11 @@ class BrokerSocket(WebSocketHandler):
     def __repr__(self) -> str:
         return "%s[%s/%s %s]" % (self.side.value, self.function_id, self.request_id or "-", self.address)
 
+    def log_fields(self) -> dict:
+        """The fields that name this connection in log lines."""
+        return {"side": self.side, "function_id": self.function_id, "request_id": self.request_id,
+                "peer": self.address}
+
     # Connection life ------------------------------------------------------
 
     def open(self, function_id: str) -> None:
@@ -130,10 +135,7 @@ class BrokerSocket(WebSocketHandler):
             by = "client"
         log_event(
             "connection_closed",
-            side=self.side,
-            function_id=self.function_id,
-            request_id=self.request_id,
-            peer=self.address,
+            **self.log_fields(),
             by=by,
             code=int(code) if code is not None else None,
             reason=reason,
@@ -165,10 +167,7 @@ class BrokerSocket(WebSocketHandler):
         log_event(
             "protocol_error",
             logging.WARNING,
-            side=self.side,
-            function_id=self.function_id,
-            request_id=self.request_id,
-            peer=self.address,
+            **self.log_fields(),
             code=int(code),
             reason=reason,
         )
@@ -245,14 +244,7 @@ class BrokerSocket(WebSocketHandler):
             super().log_exception(typ, value, tb)
             return
         logger.error(
-            format_event(
-                "internal_error",
-                side=self.side,
-                function_id=self.function_id,
-                request_id=self.request_id,
-                peer=self.address,
-                error=typ.__name__,
-            ),
+            format_event("internal_error", **self.log_fields(), error=typ.__name__),
             exc_info=(typ, value, tb),
         )
 
