@@ -231,12 +231,9 @@ class AttachBridge:
                     self.paired = message
                     return bytes(early)
             now = time.monotonic()
-            if not broker.keepalive(now):
+            if not broker.keepalive_unpumped(now):
                 self.say("the broker stopped answering while waiting")
                 return None
-            ping = broker.take_outgoing()
-            if ping:
-                broker.sock.sendall(ping)
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 text = "waiting for an invocation of %s: %d s elapsed" % (self.function_id, now - started)

@@ -374,6 +374,21 @@ class WebSocketEndpoint:
             self._outgoing += wsframes.encode(wsframes.OP_PING, b"")
         return True
 
+    def keepalive_unpumped(self, now: float) -> bool:
+        """:meth:`keepalive` for a connection no pump is sending on: the
+        ping (and any pong due) goes out at once. Returns False for a peer
+        silent for two intervals.
+
+        Raises:
+            OSError: the ping could not be sent.
+        """
+        if not self.keepalive(now):
+            return False
+        outgoing = self.take_outgoing()
+        if outgoing:
+            self.sock.sendall(outgoing)
+        return True
+
     def _next_message(self):
         """Pop one frame; return ``(opcode, payload)`` of a whole message or
         control frame, or None while a fragmented message is incomplete."""

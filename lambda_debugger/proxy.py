@@ -306,10 +306,7 @@ class DebugSession:
             # Everything before this message is the old stream; the broker drops it.
             self.broker.send_control(protocol.Detached(reason="debug stream ended"))
         except Exception as exc:
-            log.warning("%r: broker connection failed (%s); the handler runs on without the debugger",
-                        self, describe_error(exc))
-            self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
-            return ALONE
+            return self._without_broker("broker connection failed (%s)" % describe_error(exc))
         return DETACHED
 
     def _wait_detached(self, watch) -> str:
@@ -317,17 +314,11 @@ class DebugSession:
         the child's report; keep the quiet broker connection alive. Returns
         the next mode."""
         if not self.broker.has_buffered() and self.broker not in wait_for((self.broker, *watch), KEEPALIVE_TICK_S):
-            now = time.monotonic()
             try:
-                if not self.broker.keepalive(now):
-                    raise OSError("the broker went silent")
-                outgoing = self.broker.take_outgoing()
-                if outgoing:
-                    self.broker.sock.sendall(outgoing)
+                if not self.broker.keepalive_unpumped(time.monotonic()):
+                    return self._without_broker("the broker went silent")
             except OSError as exc:
-                log.warning("%r: %s; the handler runs on without the debugger", self, describe_error(exc))
-                self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
-                return ALONE
+                return self._without_broker("broker connection failed (%s)" % describe_error(exc))
             return DETACHED
         try:
             # The broker sends nothing binary now; anything it had in flight
@@ -336,19 +327,22 @@ class DebugSession:
         except (socket.timeout, TimeoutError):
             return DETACHED
         except Exception as exc:
-            log.warning("%r: broker connection failed (%s); the handler runs on without the debugger",
-                        self, describe_error(exc))
-            self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
-            return ALONE
+            return self._without_broker("broker connection failed (%s)" % describe_error(exc))
         if message is None:
-            log.info("%r: the broker closed the connection: %s; the handler runs on", self,
-                     describe_close(self.broker.close_code, self.broker.close_reason))
-            self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
-            return ALONE
+            return self._without_broker("the broker closed the connection: %s"
+                                        % describe_close(self.broker.close_code, self.broker.close_reason),
+                                        logging.INFO)
         if isinstance(message, protocol.Paired):
             return self._reattach(message)
         self._on_notice(message)
         return DETACHED
+
+    def _without_broker(self, why: str, level: int = logging.WARNING, reason: str = "relay ended") -> str:
+        """Stop debugging a running handler: log ``why``, close the broker
+        connection with ``reason``. Returns the next mode, ALONE."""
+        log.log(level, "%r: %s; the handler runs on without the debugger", self, why)
+        self._close_broker(protocol.CloseCode.PEER_GONE, reason)
+        return ALONE
 
     def _reattach(self, paired: protocol.Paired) -> str:
         """Another debugger was paired with the running invocation: give it a
@@ -356,9 +350,8 @@ class DebugSession:
         try:
             sock = socket.create_connection(("127.0.0.1", self.debugpy_port), timeout=5)
         except OSError as exc:
-            log.warning("%r: cannot reach the child's debugpy again (%s); the handler runs on", self, exc)
-            self._close_broker(protocol.CloseCode.PEER_GONE, "debugpy unreachable")
-            return ALONE
+            return self._without_broker("cannot reach the child's debugpy again (%s)" % exc,
+                                        reason="debugpy unreachable")
         sock.settimeout(IO_TIMEOUT_S)
         self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
         self.pump = relay.Pump(self.broker, self.debugpy)
