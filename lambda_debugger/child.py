@@ -34,6 +34,8 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from lambda_debugger import versions
+
 log = logging.getLogger("lambda_debugger.child")
 
 Frame = Tuple[str, int, str, str]
@@ -79,7 +81,9 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     try:
         port = _start_debugpy(debug_logs)
     except Exception as exc:
-        conn.send(("failed", "debugpy could not start: %s: %s" % (type(exc).__name__, exc)))
+        version = getattr(sys.modules.get("debugpy"), "__version__", "")
+        conn.send(("failed", "debugpy %scould not start: %s: %s"
+                   % (version + " " if version else "", type(exc).__name__, exc)))
         return
     conn.send(("ready", port))
     import debugpy
@@ -201,11 +205,33 @@ def _start_debugpy(debug_logs: bool) -> int:
     try:
         import debugpy
 
-        _, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
+        problem = versions.debugpy_problem(getattr(debugpy, "__version__", versions.UNKNOWN))
+        if problem:
+            raise RuntimeError(problem)
+        address = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
+        port = address[1] if address else _listening_port()
         _hide_package_frames()
     finally:
         sys.stderr = saved_stderr
     return port
+
+
+def _listening_port(timeout: float = 5.0) -> int:
+    """The port pydevd bound for ``listen(("127.0.0.1", 0))``.
+
+    debugpy before 1.8.22 returns nothing from an in-process ``listen``:
+    pydevd binds on a thread of its own and records the address on its
+    global debugger, which every version since in-process mode (1.6.4) has.
+
+    Raises:
+        RuntimeError: pydevd did not bind within ``timeout`` seconds.
+    """
+    import pydevd
+
+    py_db = pydevd.get_global_debugger()
+    if py_db is None or not py_db._server_socket_ready_event.wait(timeout) or not py_db._server_socket_name:
+        raise RuntimeError("debugpy did not start listening within %.0f s" % timeout)
+    return py_db._server_socket_name[1]
 
 
 def _hide_package_frames() -> None:
