@@ -24,6 +24,7 @@ from lambda_debugger.protocol import (
     FUNCTION_ID_PATTERN,
     CloseCode,
     Detached,
+    Ended,
     Invocation,
     Message,
     Notice,
@@ -211,9 +212,11 @@ class BrokerSocket(WebSocketHandler):
             if not self.registry.lambda_detached(self, time.time()):
                 self._fail(CloseCode.BAD_REQUEST, "detached message while a debugger is attached")
             return
-        if not isinstance(control, Notice):
+        if not (isinstance(control, Notice) or (isinstance(control, Ended) and self.side is Side.LAMBDA)):
             self._fail(CloseCode.BAD_REQUEST, "unexpected %s message from the %s side" % (control.type, self.side.value))
             return
+        if isinstance(control, Ended):
+            log_event("handler_ended", exit_code=control.exit_code, message=control.message, **self.log_fields())
         # Relayed as received: decode() ignores unknown fields, the partner
         # may know them.
         await self._relay(message, binary=False)

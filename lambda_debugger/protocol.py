@@ -222,6 +222,20 @@ class Detached:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """Lambda -> broker -> debugger: the session is over, and why, in plain
+    words; sent just before the Lambda side closes the connection.
+
+    ``exit_code`` is the exit status of the handler's process where it has
+    one (negative: killed by that signal), as debugpy reports a debuggee's.
+    """
+
+    message: str
+    exit_code: Optional[int] = None
+    type: str = "ended"
+
+
+@dataclass(frozen=True)
 class Notice:
     """Either direction: a human-readable line for the other side to show."""
 
@@ -229,9 +243,9 @@ class Notice:
     type: str = "notice"
 
 
-Message = Union[Invocation, Armed, Paired, Detached, Notice]
+Message = Union[Invocation, Armed, Paired, Detached, Ended, Notice]
 
-_MESSAGE_TYPES = {cls.type: cls for cls in (Invocation, Armed, Paired, Detached, Notice)}
+_MESSAGE_TYPES = {cls.type: cls for cls in (Invocation, Armed, Paired, Detached, Ended, Notice)}
 
 
 def encode(message: Message) -> str:
@@ -267,7 +281,9 @@ def decode(text: Union[str, bytes]) -> Message:
             continue
         value = data[field.name]
         expected = field.type
-        if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        if expected is Optional[int] and value is None:
+            pass
+        elif expected in (int, Optional[int]) and (isinstance(value, bool) or not isinstance(value, int)):
             raise ProtocolError("%s.%s must be an integer" % (cls.type, field.name))
         if expected is str and not isinstance(value, str):
             raise ProtocolError("%s.%s must be a string" % (cls.type, field.name))

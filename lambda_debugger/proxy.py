@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Optional
 
-from lambda_debugger import child, dap, protocol, relay
+from lambda_debugger import child, dap, errors, protocol, relay, versions
 from lambda_debugger.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
 from lambda_debugger.endpoints import (
     IO_TIMEOUT_S,
@@ -71,6 +71,19 @@ class Outcome:
     error: Optional[child.RemoteError] = None
     exitcode: Optional[int] = None
 
+    def describe(self) -> str:
+        """The outcome in plain words, for the developer's debug console."""
+        if self.kind == "error":
+            return "the handler raised %s: %s" % (self.error.type_name, self.error.message[:300])
+        if self.kind == "exit":
+            return "the handler's process ended (%s) before the handler returned" % errors.describe_exit(self.exitcode)
+        return "the handler returned"
+
+    def exit_status(self) -> int:
+        """The exit status of the handler's process: it exits 0 right after
+        reporting a result or an error."""
+        return self.exitcode if self.kind == "exit" else 0
+
 
 class _Breaker:
     """Remembers a broker failure so the next invocations skip it a while."""
@@ -85,6 +98,26 @@ class _Breaker:
 
 
 broker_breaker = _Breaker()
+
+
+class _DebugpyCheck:
+    """Checks the installed debugpy once per process, before any broker
+    connection, and says once why it cannot serve."""
+
+    checked = False
+    problem: Optional[str] = None
+
+    def ready(self) -> bool:
+        if not self.checked:
+            self.checked = True
+            self.problem = versions.debugpy_problem(versions.installed_debugpy())
+            if self.problem:
+                log.warning("lambda_debugger: %s; every invocation runs normally, without the debugger",
+                            self.problem)
+        return self.problem is None
+
+
+debugpy_check = _DebugpyCheck()
 
 
 class DebugSession:
@@ -128,6 +161,8 @@ class DebugSession:
                        latest_start - CLOSE_ALLOWANCE_S)
         if wait_end <= arrived:
             log.info("%r: %d ms left, too little to wait for a debugger", self, remaining_ms)
+            return None
+        if not debugpy_check.ready():
             return None
         if broker_breaker.open():
             log.debug("%r: broker failed recently; not trying it yet", self)
@@ -224,14 +259,13 @@ class DebugSession:
         child_conn.close()
         message = self._next_message(attach_by)
         if not message or message[0] != "ready":
-            why = message[1] if message and message[0] == "failed" else "the child did not start"
-            log.warning("%r: %s; running normally", self, why)
+            self._give_up(message[1] if message and message[0] == "failed" else "the child did not start")
             return False
         self.debugpy_port = message[1]
         try:
             sock = socket.create_connection(("127.0.0.1", self.debugpy_port), timeout=5)
         except OSError as exc:
-            log.warning("%r: cannot reach the child's debugpy (%s); running normally", self, exc)
+            self._give_up("cannot reach the child's debugpy (%s)" % exc)
             return False
         sock.settimeout(IO_TIMEOUT_S)
         self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
@@ -286,6 +320,7 @@ class DebugSession:
                 # The handler's last output events are still on their way.
                 self.pump.run(deadline=time.monotonic() + DRAIN_S)
                 self.pump.flush(self.broker)
+                self._tell_debugger(outcome.describe(), outcome.exit_status())
             return outcome
 
     def _detach(self, message: protocol.Detached) -> str:
@@ -370,7 +405,7 @@ class DebugSession:
                 kind = message[0]
                 if kind == "configured":
                     if time.monotonic() > attach_by:
-                        log.warning("%r: the debugger finished attaching too late; running normally", self)
+                        self._give_up("the debugger finished attaching too late")
                         return "fallback"
                     # Decided here, not in the child, so that a session given
                     # up by the proxy can never have started the handler.
@@ -390,8 +425,7 @@ class DebugSession:
             return None
         exitcode = self.process.exitcode
         if not self.started:
-            log.warning("%r: the child exited (status %s) before the handler started; running normally",
-                        self, exitcode)
+            self._give_up("the child exited (status %s) before the handler started" % exitcode)
             return "fallback"
         log.error("%r: the handler's process exited with status %s", self, exitcode)
         self.outcome = Outcome("exit", exitcode=exitcode)
@@ -444,8 +478,21 @@ class DebugSession:
                      else "debugpy did not confirm the resume")
 
     def _give_up(self, why: str) -> None:
+        """Run the handler here, without the debugger, because of ``why``."""
         log.warning("%r: %s; running normally", self, why)
+        self._tell_debugger("%s; the invocation runs without the debugger" % why)
         return None
+
+    def _tell_debugger(self, why: str, exit_code: Optional[int] = None) -> None:
+        """Tell a paired debugger why its session ends (``Ended``), where the
+        broker connection can still carry a message. Best effort."""
+        if (self.broker is None or self.broker.peer_closed or self.broker.sock.fileno() < 0
+                or (self.pump is not None and self.pump.queued(self.broker))):
+            return
+        try:
+            self.broker.send_control(protocol.Ended(message=why, exit_code=exit_code))
+        except Exception as exc:
+            log.debug("%r: could not tell the debugger why the session ends (%s)", self, describe_error(exc))
 
     def _on_notice(self, message) -> None:
         if isinstance(message, protocol.Notice):
