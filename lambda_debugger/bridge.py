@@ -1,12 +1,18 @@
 """The attach bridge: the IDE's local debug port, relayed to the broker.
 
-The IDE connects to a local TCP port as if debugpy listened there. For each
-IDE connection the bridge dials ``/debug/<function_id>`` on the broker,
-waits to be paired with an invocation (keeping what the IDE already sent),
-then relays bytes both ways with the shared pump. It tells the developer
-what it waits for and what it is attached to.
+The IDE connects to a local TCP port as if debugpy listened there. Once the
+IDE has sent its first DAP message (a connection that closes before that,
+such as a port probe, changes nothing at the broker), the bridge dials
+``/debug/<function_id>`` on the broker, waits to be paired with an
+invocation (keeping what the IDE sent meanwhile), then relays bytes both
+ways with the shared pump.
+
+It tells the developer what it waits for and what it is attached to, and
+tells the IDE, as debugpy's own adapter would, when and why a session ends
+or cannot start.
 """
 
+import select
 import socket
 import sys
 import time
@@ -27,9 +33,36 @@ WARN_AT_S = (60, 30, 10)
 #: Close codes after which another attempt cannot succeed.
 FATAL_CLOSES = (protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.BAD_REQUEST)
 
+#: A connection that sends no whole DAP message this long is not an IDE.
+FIRST_MESSAGE_S = 10.0
+
+#: How often the broker is checked again while it is down.
+CHECK_EVERY_S = 5.0
+
+#: After telling the IDE that its session ended, how long to wait for its
+#: ``disconnect`` (VS Code sends one on ``terminated``) before closing.
+LINGER_S = 2.0
+
 
 class BridgeError(Exception):
     """The bridge cannot go on (bad token, broker refused the request)."""
+
+
+class SessionOver(Exception):
+    """A session ends; ``why`` is said to the developer and, unless the IDE
+    itself left, to the IDE.
+
+    Attributes:
+        why: the reason, in plain words.
+        ide_left: the IDE closed its connection or said ``disconnect``.
+        exit_code: the exit status of the handler's process, when known.
+    """
+
+    def __init__(self, why: str, *, ide_left: bool = False, exit_code: Optional[int] = None):
+        super().__init__(why)
+        self.why = why
+        self.ide_left = ide_left
+        self.exit_code = exit_code
 
 
 def parse_listen(text: str) -> Tuple[str, int]:
@@ -46,16 +79,23 @@ def parse_listen(text: str) -> Tuple[str, int]:
 
 
 class IdeEndpoint(SocketEndpoint):
-    """The IDE's connection. Messages of the bridge's own (DAP ``output``
-    events) go out only between two of debugpy's messages."""
+    """The IDE's connection, following the DAP conversation both ways.
+    Messages of the bridge's own go out only between two of the adapter's
+    messages."""
 
     def __init__(self, sock: socket.socket):
         super().__init__(sock, "ide")
-        self.boundaries = dap.MessageBoundaries()
+        self.dap = dap.Conversation()
         self._pending = []
 
+    def read(self) -> Optional[bytes]:
+        data = super().read()
+        if data:
+            self.dap.ide_sent(data)
+        return data
+
     def frame(self, data: bytes):
-        self.boundaries.feed(data)
+        self.dap.adapter_sent(data)
         return (data,)
 
     def inject(self, message: bytes) -> None:
@@ -63,7 +103,7 @@ class IdeEndpoint(SocketEndpoint):
         self._pending.append(message)
 
     def take_outgoing(self) -> bytes:
-        if not self._pending or not self.boundaries.at_boundary:
+        if not self._pending or not self.dap.from_adapter.at_boundary:
             return b""
         data = b"".join(self._pending)
         self._pending.clear()
@@ -77,6 +117,8 @@ class AttachBridge:
         address: the (host, port) the IDE should attach to, once bound.
         sessions: how many sessions were paired so far.
         paired: the invocation of the current or last session.
+        broker_problem: what the last check of the broker found wrong, or
+            None while it answers and accepts the token.
     """
 
     def __init__(
@@ -90,10 +132,12 @@ class AttachBridge:
         connect_timeout_s: float = 5.0,
         sslopt: Optional[dict] = None,
         warn_at: Tuple[int, ...] = WARN_AT_S,
+        first_message_s: float = FIRST_MESSAGE_S,
     ):
         if not protocol.valid_function_id(function_id):
             raise BridgeError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
         self.function_id = function_id
+        self.broker = broker
         self.url = protocol.broker_url(
             broker, protocol.DEFAULT_DEBUGGER_PORT, protocol.DEBUG_PATH_PREFIX + function_id
         )
@@ -102,8 +146,14 @@ class AttachBridge:
         self.connect_timeout_s = connect_timeout_s
         self.sslopt = sslopt
         self.warn_at = tuple(sorted(warn_at, reverse=True))
+        self.first_message_s = first_message_s
         self.sessions = 0
         self.paired: Optional[protocol.Paired] = None
+        self.broker_problem: Optional[str] = None
+        self._broker_refuses = False  # the last check found a refusal no retry can mend
+        self._down_since = 0.0
+        self._last_check_report = 0.0
+        self._ended: Optional[protocol.Ended] = None
         self._listener = socket.create_server(listen, reuse_port=False)
         self.address = self._listener.getsockname()[:2]
         self._tty = bool(getattr(self.out, "isatty", lambda: False)())
@@ -116,17 +166,26 @@ class AttachBridge:
             self.out.write(text + "\n")
         self.out.flush()
 
-    def serve(self, *, once: bool = False, stop=None) -> None:
+    # Serving --------------------------------------------------------------
+
+    def serve(self, *, once: bool = False, stop=None, check: bool = True) -> None:
         """Accept IDE connections until ``stop`` (a threading.Event) is set,
-        or after one paired session when ``once``.
+        or after one paired session when ``once``. With ``check``, checks
+        the broker at start and again every few seconds while it is down.
 
         Raises:
-            BridgeError: the broker refused us for good (e.g. bad token).
+            BridgeError: the broker refused us for good (e.g. bad token),
+                after the IDE was told.
         """
         host, port = self.address
         self.say("listening for the IDE on %s:%d; attach a Python debugger (debugpy) to it" % (host, port))
+        next_check = time.monotonic() if check else float("inf")
         try:
             while stop is None or not stop.is_set():
+                if time.monotonic() >= next_check:
+                    self.check_broker()
+                    down = self.broker_problem is not None and not self._broker_refuses
+                    next_check = time.monotonic() + CHECK_EVERY_S if down else float("inf")
                 self._listener.settimeout(0.5)
                 try:
                     ide, peer = self._listener.accept()
@@ -134,40 +193,131 @@ class AttachBridge:
                     continue
                 with ide:
                     paired = self.handle(ide, peer, stop=stop)
+                if self.broker_problem is not None and not self._broker_refuses:
+                    next_check = time.monotonic()  # say at once whether it is still down
                 if once and paired:
                     return
         finally:
             self._listener.close()
 
+    def check_broker(self) -> Optional[str]:
+        """Ask the broker, with the debugger token, for its sessions: this
+        proves that it answers, that TLS verifies and that the token is
+        accepted. Says what fails in one line (on a change, and while it
+        stays down, as progress). Returns the problem, or None."""
+        from lambda_debugger.sessions import TOKEN, SessionsError, fetch_sessions
+
+        context = None
+        if self.sslopt and self.sslopt.get("ca_certs"):
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.sslopt["ca_certs"])
+        was = self.broker_problem
+        try:
+            fetch_sessions(self.broker, self.token, timeout=self.connect_timeout_s, context=context)
+        except SessionsError as exc:
+            self.broker_problem = str(exc)
+            self._broker_refuses = exc.kind == TOKEN
+        else:
+            self.broker_problem = None
+            self._broker_refuses = False
+        now = time.monotonic()
+        if self.broker_problem is None:
+            if was is not None or not self._down_since:
+                secure = self.url.startswith("wss:")
+                self.say("broker ok: %s answers%s; %s" % (
+                    self.url.rsplit("/debug/", 1)[0], ", TLS verified" if secure else " (no TLS)",
+                    "debugger token accepted" if self.token else "it asks for no token (--insecure)"))
+            self._down_since = -1.0  # reported once
+        elif self._broker_refuses:
+            self.say("broker check failed: %s; fix the token and start attach again (an IDE that attaches is told"
+                     " this too)" % self.broker_problem)
+        else:
+            if was != self.broker_problem or self._down_since <= 0:
+                self._down_since = now
+                self.say("broker check failed: %s" % self.broker_problem)
+            elif self._tty or now - self._last_check_report >= REPORT_EVERY_S:
+                self._last_check_report = now
+                self.say("broker still down: %s (for %d s; checking every %d s)"
+                         % (self.broker_problem, now - self._down_since, CHECK_EVERY_S), transient=True)
+        return self.broker_problem
+
     def handle(self, ide: socket.socket, peer=None, *, stop=None) -> bool:
-        """Bridge one IDE connection. Returns whether it was paired."""
-        self.say("IDE connected%s; asking the broker for function %s"
-                 % (" from %s:%d" % peer[:2] if peer else "", self.function_id))
+        """Bridge one IDE connection. Returns whether it was paired.
+
+        Raises:
+            BridgeError: the broker refused the debugger for good.
+        """
+        where = " from %s:%d" % peer[:2] if peer else ""
+        ide.settimeout(30)
+        ide_end = IdeEndpoint(ide)
+        early = self._first_message(ide_end, where, stop)
+        if early is None:
+            return False
+        self.say("IDE connected%s; asking the broker for function %s" % (where, self.function_id))
         try:
             broker = self._connect()
-        except BridgeError:
-            raise  # refused for good: the caller stops
+        except BridgeError as exc:
+            self._end_ide(ide_end, str(exc))
+            raise
         except Exception as exc:
-            self.say("cannot reach the broker at %s: %s" % (self.url, describe_error(exc)))
+            why = "cannot reach the broker at %s: %s" % (self.url, describe_error(exc))
+            self.say(why)
+            self._end_ide(ide_end, why)
             return False
-        ide_end = IdeEndpoint(ide)
-        ide.settimeout(30)
         pump = None
+        self._ended = None
         try:
-            early = self._wait_for_pairing(broker, ide, stop)
-            if early is None:
-                return False
+            early = self._wait_for_pairing(broker, ide_end, early, stop)
             self.sessions += 1
             pump = relay.Pump(ide_end, broker)
             self._relay(pump, broker, ide_end, early)
-            return True
+        except BridgeError as exc:
+            self._end_ide(ide_end, str(exc), pump=pump)
+            raise
+        except SessionOver as over:
+            self.say(over.why if pump is None else "session ended: " + over.why)
+            if not over.ide_left:
+                self._end_ide(ide_end, over.why, over.exit_code, pump=pump)
         except (OSError, ValueError) as exc:  # includes timeouts, resets, frame and protocol errors
-            self.say("session ended: %s" % describe_error(exc))
-            return pump is not None
+            why = "the session ended: %s" % describe_error(exc)
+            self.say(why)
+            self._end_ide(ide_end, why, pump=pump)
         finally:
             # A frame left half-sent must not be followed by a close frame.
             broker.close(protocol.CloseCode.NORMAL, "debugger disconnected",
                          send_frame=pump is None or not pump.queued(broker))
+        return pump is not None
+
+    # The phases of one IDE connection --------------------------------------
+
+    def _first_message(self, ide: IdeEndpoint, where: str, stop) -> Optional[bytes]:
+        """Read until the IDE has sent a whole DAP message; return what it
+        sent, or None for a connection that is not an IDE (it closed first,
+        stayed silent or does not speak DAP). Nothing reaches the broker."""
+        early = bytearray()
+        deadline = time.monotonic() + self.first_message_s
+        while not ide.dap.messages_from_ide:
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                self.say("closed a connection%s that sent no DAP message within %d s"
+                         % (where, self.first_message_s))
+                return None
+            if not select.select([ide], [], [], min(left, 0.5))[0]:
+                continue
+            try:
+                data = ide.read()
+            except OSError:
+                data = None
+            if data is None:
+                self.say("a connection%s closed before sending a DAP message (a port check?); nothing was asked"
+                         " of the broker" % where)
+                return None
+            early += data
+            if ide.dap.from_ide.broken or len(early) > MAX_EARLY_BYTES:
+                self.say("closed a connection%s that does not speak DAP" % where)
+                return None
+        return bytes(early)
 
     def _connect(self) -> WebSocketEndpoint:
         import websocket  # websocket-client
@@ -183,28 +333,30 @@ class AttachBridge:
             raise BridgeError("the broker refused the connection: HTTP %s" % exc.status_code) from None
         return WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
 
-    def _wait_for_pairing(self, broker: WebSocketEndpoint, ide: socket.socket, stop) -> Optional[bytes]:
-        """Wait for ``Paired``, buffering what the IDE sends meanwhile.
+    def _wait_for_pairing(self, broker: WebSocketEndpoint, ide: IdeEndpoint, early: bytes, stop) -> bytes:
+        """Wait for ``Paired``, keeping what the IDE sends meanwhile.
 
-        Returns the buffered bytes, or None when the wait ended unpaired.
+        Returns everything the IDE sent so far.
+
+        Raises:
+            SessionOver: the wait ended unpaired.
+            BridgeError: the broker refused the debugger for good.
         """
-        import select
-
-        early = bytearray()
+        early = bytearray(early)
+        self._left_while_waiting(ide)
         started = time.monotonic()
         expires_ms = 0
         last_report = 0.0
         while stop is None or not stop.is_set():
             readable, _, _ = select.select([broker, ide], [], [], 1.0)
             if ide in readable:
-                data = ide.recv(65536)
-                if not data:
-                    self.say("the IDE disconnected before an invocation came")
-                    return None
+                data = ide.read()
+                if data is None:
+                    raise SessionOver("the IDE disconnected before an invocation came", ide_left=True)
                 early += data
                 if len(early) > MAX_EARLY_BYTES:
-                    self.say("the IDE sent more than %d bytes before pairing; dropping it" % MAX_EARLY_BYTES)
-                    return None
+                    raise SessionOver("the IDE sent more than %d bytes before an invocation came" % MAX_EARLY_BYTES)
+                self._left_while_waiting(ide)
             if broker in readable or broker.has_buffered():
                 try:
                     # A ping alone makes the socket readable: wait a moment
@@ -216,8 +368,7 @@ class AttachBridge:
                     why = describe_close(broker.close_code, broker.close_reason)
                     if broker.close_code in FATAL_CLOSES:
                         raise BridgeError("the broker refused the debugger: " + why)
-                    self.say("the broker ended the wait: " + why)
-                    return None
+                    raise SessionOver("the broker ended the wait: " + why)
                 if isinstance(message, protocol.Armed):
                     expires_ms = message.expires_ms
                 elif isinstance(message, protocol.Paired):
@@ -232,17 +383,36 @@ class AttachBridge:
                     return bytes(early)
             now = time.monotonic()
             if not broker.keepalive_unpumped(now):
-                self.say("the broker stopped answering while waiting")
-                return None
+                raise SessionOver("the broker stopped answering while the bridge waited for an invocation")
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 text = "waiting for an invocation of %s: %d s elapsed" % (self.function_id, now - started)
                 if expires_ms:
                     text += ", %d s before the broker gives up" % max(0, expires_ms / 1000.0 - time.time())
                 self.say(text, transient=True)
-        return None
+        raise SessionOver("the bridge stopped before an invocation came")
+
+    def _left_while_waiting(self, ide: IdeEndpoint) -> None:
+        """An IDE that says ``disconnect`` before pairing is answered here:
+        its requests must not reach an invocation that it no longer wants.
+
+        Raises:
+            SessionOver: it did.
+        """
+        for seq, command in list(ide.dap.pending.items()):
+            if command == "disconnect":
+                for other, name in sorted(ide.dap.pending.items()):
+                    if other != seq:
+                        ide.sock.sendall(ide.dap.answer(other, name, error="the IDE disconnected"))
+                ide.sock.sendall(ide.dap.answer(seq, command))
+                raise SessionOver("the IDE stopped waiting for an invocation", ide_left=True)
 
     def _relay(self, pump: relay.Pump, broker: WebSocketEndpoint, ide: IdeEndpoint, early: bytes) -> None:
+        """Relay until the session ends.
+
+        Raises:
+            SessionOver: always, saying why.
+        """
         deadline_ms = self.paired.deadline_ms
         last_report = time.monotonic()
         # Warnings already due at pairing would only be noise.
@@ -258,23 +428,70 @@ class AttachBridge:
             result = pump.run(deadline=time.monotonic() + 1.0)
             if result.reason == relay.CONTROL:
                 message = broker.receive_control()
-                self.say("broker: unexpected %s message; ignored" % message.type)
+                if isinstance(message, protocol.Ended):
+                    self._ended = message  # the close that follows ends the session
+                else:
+                    self.say("broker: unexpected %s message; ignored" % message.type)
                 continue
             if result.reason != relay.DEADLINE:
                 break
             now = time.monotonic()
             if not broker.keepalive(now):
-                self.say("session ended: the broker stopped answering")
-                return
+                raise SessionOver("the broker stopped answering")
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 left = max(0.0, deadline_ms / 1000.0 - time.time())
                 self.say("attached to %s: %d s left before the Lambda timeout"
                          % (self.function_id, left), transient=True)
-        if result.endpoint is broker:
-            self.say("session ended: " + describe_close(broker.close_code, broker.close_reason))
-        else:
-            self.say("the IDE disconnected; the handler runs on, and attaching again debugs it further")
+        if result.endpoint is not broker:
+            raise SessionOver("the IDE disconnected; the handler runs on, and attaching again debugs it further",
+                              ide_left=True)
+        if self._ended is not None:
+            raise SessionOver(self._ended.message, exit_code=self._ended.exit_code)
+        raise SessionOver(self._why_closed(broker, deadline_ms))
+
+    def _why_closed(self, broker: WebSocketEndpoint, deadline_ms: int) -> str:
+        """Why the broker closed a paired session it gave no reason for."""
+        code, reason = broker.close_code, broker.close_reason
+        timed_out = time.time() * 1000 >= deadline_ms - 1000
+        if code == protocol.CloseCode.INVOCATION_DONE and not timed_out:
+            return "the invocation finished (%s)" % describe_close(code, reason)
+        if code in (protocol.CloseCode.INVOCATION_DONE, protocol.CloseCode.PEER_GONE) and timed_out:
+            return "the invocation reached its Lambda timeout: Lambda stopped the function"
+        if code == protocol.CloseCode.PEER_GONE:
+            return ("the function's side of the session disconnected (its process ended or lost the network): "
+                    + describe_close(code, reason))
+        if code is None:
+            return "the connection to the broker was lost"
+        return "the broker ended the session: " + describe_close(code, reason)
+
+    def _end_ide(self, ide: IdeEndpoint, why: str, exit_code: Optional[int] = None, *,
+                 pump: Optional[relay.Pump] = None) -> None:
+        """Tell the IDE, as debugpy's adapter would, that its session is over
+        and why; then answer its ``disconnect`` and let it go. Never raises."""
+        try:
+            if pump is not None and not pump.flush(ide, timeout=1.0):
+                return  # the IDE is not reading: nothing more can reach it
+            if not ide.dap.from_adapter.at_boundary:
+                return  # the adapter's stream broke off inside a message
+            ide.sock.settimeout(LINGER_S)
+            ide.sock.sendall(ide.dap.ending(why, exit_code))
+            deadline = time.monotonic() + LINGER_S
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([ide], [], [], left)[0]:
+                    return
+                data = ide.sock.recv(65536)
+                if not data:
+                    return  # the IDE closed
+                for request in ide.dap.ide_sent(data):
+                    command = str(request.get("command", ""))
+                    if command == "disconnect":
+                        ide.sock.sendall(ide.dap.answer(request["seq"], command))
+                        return
+                    ide.sock.sendall(ide.dap.answer(request["seq"], command, error="the session has ended"))
+        except (OSError, ValueError):
+            pass
 
     def _warn(self, ide: IdeEndpoint, seconds: int) -> None:
         """Tell the developer, in the debug console too, that the Lambda
@@ -282,7 +499,7 @@ class AttachBridge:
         text = ("lambda-debugger: %d s left before the Lambda timeout of request %s. Lambda ends the invocation"
                 " then, stopped at a breakpoint or not; raise the function's timeout to debug longer.\n"
                 % (seconds, self.paired.request_id))
-        ide.inject(dap.output_event(text, "important" if seconds <= 10 else "console"))
+        ide.inject(ide.dap.output(text, "important" if seconds <= 10 else "console"))
         self.say("%d s left before the Lambda timeout of %s" % (seconds, self.function_id))
 
     def _on_notice(self, message) -> None:

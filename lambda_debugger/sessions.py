@@ -1,6 +1,7 @@
 """``lambda-debugger sessions``: what the broker holds now."""
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -10,7 +11,23 @@ from lambda_debugger import protocol
 
 
 class SessionsError(Exception):
-    """The broker could not be asked; the message says why."""
+    """The broker could not be asked; the message says why.
+
+    Attributes:
+        kind: what failed, one of the ``UNREACHABLE``, ``TLS``, ``TOKEN``
+            and ``ANSWER`` constants of this module.
+    """
+
+    def __init__(self, message: str, kind: str = "answer"):
+        super().__init__(message)
+        self.kind = kind
+
+
+#: What a :class:`SessionsError` says failed.
+UNREACHABLE = "unreachable"  # no connection, or no answer in time
+TLS = "tls"  # the broker's certificate does not verify
+TOKEN = "token"  # the debugger token was refused
+ANSWER = "answer"  # an answer that is not a session list
 
 
 def api_url(broker: str, path: str = "/api/sessions") -> str:
@@ -35,10 +52,16 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
             data = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
-            raise SessionsError("the broker refused the debugger token (HTTP 401)") from None
-        raise SessionsError("the broker answered HTTP %d" % exc.code) from None
+            raise SessionsError("the broker refused the debugger token (HTTP 401)", TOKEN) from None
+        raise SessionsError("the broker answered HTTP %d at %s" % (exc.code, url)) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SessionsError("cannot reach the broker at %s: %s" % (url, getattr(exc, "reason", exc))) from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise SessionsError("the broker's TLS certificate does not verify (%s); give --ca-file with the CA"
+                                " that signed it" % (reason.verify_message or reason), TLS) from None
+        if isinstance(reason, ssl.SSLError):
+            raise SessionsError("TLS with the broker at %s failed: %s" % (url, reason), TLS) from None
+        raise SessionsError("cannot reach the broker at %s: %s" % (url, reason), UNREACHABLE) from None
     except ValueError:
         raise SessionsError("the broker's answer is not JSON") from None
     sessions = data.get("sessions", data) if isinstance(data, dict) else data

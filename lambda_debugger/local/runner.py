@@ -134,7 +134,7 @@ def run_local(args) -> int:
 
 def _serve(bridge: AttachBridge, stop: threading.Event) -> None:
     try:
-        bridge.serve(once=True, stop=stop)
+        bridge.serve(once=True, stop=stop, check=False)  # the embedded broker is ours
     except Exception as exc:  # the invocation goes on without a debugger
         bridge.say("attach bridge stopped: %s" % describe_error(exc))
 
