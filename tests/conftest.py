@@ -1,5 +1,8 @@
 """Fixtures that start real processes and always stop them."""
 
+import os
+import signal
+
 import pytest
 
 from tests.support.chain import BridgeProcess, BrokerProcess, Function
@@ -40,3 +43,20 @@ def make_function(tmp_path):
     yield make
     for function in made:
         function.close()
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of the test's own, which it may kill or starve."""
+    brokers = []
+
+    def start(*args, **kwargs):
+        broker = BrokerProcess(str(tmp_path / ("broker-%d.log" % len(brokers))), *args, **kwargs)
+        brokers.append(broker)
+        return broker
+
+    yield start
+    for broker in brokers:
+        if broker.process.poll() is None:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        broker.stop()

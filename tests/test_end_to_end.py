@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.dap_client import DapConnectionClosed
+from tests.support.dap_client import DapConnectionClosed, encode_message
 from tests.support.chain import LAMBDA_TOKEN, REPO, break_line, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -62,7 +62,7 @@ def test_breakpoint_inspect_and_continue_debugger_first(broker, start_bridge, ma
     assert "[INFO]\t" in logs and "\t%s\tlogged total 6" % request_id in logs
     bridge_out = wait_until(lambda: "session ended" in bridge.output() and bridge.output(), 10, "bridge end")
     assert "attached to orders: request " + request_id in bridge_out
-    assert "invocation done (4003)" in bridge_out
+    assert "session ended: the handler returned" in bridge_out
 
 
 def test_invocation_first_then_debugger(broker, start_bridge, make_function):
@@ -124,8 +124,8 @@ def test_child_that_dies_ends_the_invocation_promptly(broker, start_bridge, make
     assert error["errorType"] == "Runtime.ExitError"
     assert error["errorMessage"] == "RequestId: %s Error: Runtime exited with error: exit status 3" % result.request_id
     assert error["stackTrace"] == []
-    assert "invocation done (4003)" in wait_until(lambda: "session ended" in bridge.output() and bridge.output(),
-                                                  10, "bridge end")
+    assert "session ended: the handler's process ended (exit status 3)" in wait_until(
+        lambda: "session ended" in bridge.output() and bridge.output(), 10, "bridge end")
     # The Lambda process itself survives and serves the next invocation.
     assert function.local.cold_starts == 1
 
@@ -223,6 +223,22 @@ def test_a_new_debugger_attaches_to_the_running_invocation_after_the_first_vanis
     assert output.count("attached to orders: request " + request_id) == 2
     assert "a debugger left this invocation earlier" in output
     assert broker.sessions() == []
+
+
+def test_a_port_probe_does_not_consume_the_waiting_invocation(broker, start_bridge, make_function):
+    function = make_function(broker=broker)
+    result_future = function.invoke_async()
+    waiting = broker.wait_for_state("waiting")
+    bridge = start_bridge()
+    bridge.raw_connect().close()  # connect and close, as a port check does
+    wait_until(lambda: "closed before sending a DAP message" in bridge.output(), 10, "the bridge to drop the probe")
+    assert broker.sessions()[0]["state"] == "waiting"
+    client, stopped, _ = debug_to_breakpoint(bridge, function)
+    frame_id = client.stack_trace(stopped["threadId"])[0]["id"]
+    assert client.evaluate("context.aws_request_id", frame_id).strip("'") == waiting[0]["request_id"]
+    client.continue_(stopped["threadId"])
+    assert result_future.result(timeout=30).request_id == waiting[0]["request_id"]
+    assert "the debugger left before the handler started" not in function.logs()
 
 
 def test_lambda_token_cannot_attach_a_debugger(broker, start_bridge):
@@ -363,16 +379,6 @@ def test_the_child_never_shares_the_functions_connections(broker, start_bridge, 
     assert server.lines == {0: ["plain"], 1: ["debugged"]}
 
 
-def raw_connect(port):
-    """A plain TCP connection to a bridge that may still be starting."""
-    def attempt():
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=10)
-        except ConnectionRefusedError:
-            return None
-    return wait_until(attempt, 10, "the bridge to listen")
-
-
 def attach_without_breakpoints(bridge, function, handler_event=None):
     future = function.invoke_async(handler_event)
     bridge.connect().attach_and_configure({}, timeout=30)
@@ -397,7 +403,8 @@ def test_a_peer_that_never_finishes_attaching_costs_at_most_the_handlers_share(b
     # must give up by 5 s even though a debugger paired.
     function = make_function(broker=broker, timeout_s=6, env={"DEBUGGER_WAIT_MAX": "1000"})
     bridge = start_bridge()
-    stray = raw_connect(bridge.port)  # connects, says nothing
+    stray = bridge.connect()
+    stray.send_request("initialize", {"adapterID": "debugpy"})  # and never finishes attaching
     try:
         broker.wait_for_state("armed")
         started = time.monotonic()
@@ -412,7 +419,8 @@ def test_a_peer_that_never_finishes_attaching_costs_at_most_the_handlers_share(b
 
 def test_the_bridge_survives_an_ide_that_resets_while_waiting(broker, start_bridge):
     bridge = start_bridge()
-    ide = raw_connect(bridge.port)
+    ide = bridge.raw_connect()
+    ide.sendall(encode_message({"seq": 1, "type": "request", "command": "initialize", "arguments": {}}))
     broker.wait_for_state("armed")
     ide.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     ide.close()  # a reset, not a clean close

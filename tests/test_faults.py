@@ -10,27 +10,10 @@ import time
 import pytest
 
 from lambda_debugger.bridge import AttachBridge
-from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, BrokerProcess, break_line, wait_until
+from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, break_line, wait_until
 from tests.support.dap_client import DapClient
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker of the test's own, which it may kill or starve."""
-    brokers = []
-
-    def start(*args):
-        broker = BrokerProcess(str(tmp_path / ("broker-%d.log" % len(brokers))), *args)
-        brokers.append(broker)
-        return broker
-
-    yield start
-    for broker in brokers:
-        if broker.process.poll() is None:
-            os.kill(broker.process.pid, signal.SIGCONT)
-        broker.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 from lambda_debugger import vscode
 from lambda_debugger.cli import main
 from tests.support.chain import DEBUGGER_TOKEN, REPO, free_port, stop_process, wait_until
+from tests.support.dap_client import encode_message
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -227,7 +228,8 @@ def test_background_patterns_match_a_bridge_on_a_terminal(pty_bridge):
     place; the lines a terminal shows still go idle at 'listening' only."""
     background = load_example(".vscode/tasks.json")["tasks"][0]["problemMatcher"]["background"]
     wait_until(lambda: "listening for the IDE" in pty_bridge.raw(), 15, "the bridge to listen")
-    with socket.create_connection(("127.0.0.1", pty_bridge.port), timeout=5):
+    with socket.create_connection(("127.0.0.1", pty_bridge.port), timeout=5) as ide:
+        ide.sendall(encode_message({"seq": 1, "type": "request", "command": "initialize", "arguments": {}}))
         # The IDE connected and waits: the bridge now rewrites a 'waiting' line every second.
         wait_until(lambda: pty_bridge.raw().count("waiting for an invocation") >= 2, 15, "waiting lines")
     wait_until(lambda: "disconnected before an invocation came" in pty_bridge.raw(), 15, "the disconnect")

@@ -158,8 +158,9 @@ def wait_until(predicate, timeout: float, what: str):
 class BrokerProcess:
     """``python -m broker_server`` on free loopback ports."""
 
-    def __init__(self, log_path: str, *extra_args: str, ca_file: str = None, env: dict = None):
-        self.lambda_port, self.debugger_port = free_port(), free_port()
+    def __init__(self, log_path: str, *extra_args: str, ca_file: str = None, env: dict = None,
+                 ports: tuple = None):
+        self.lambda_port, self.debugger_port = ports or (free_port(), free_port())
         self.log_path = log_path
         self.scheme = "https" if ca_file else "http"
         self.context = ssl.create_default_context(cafile=ca_file) if ca_file else None
@@ -228,8 +229,23 @@ class BridgeProcess:
         with open(self.log_path, encoding="utf-8", errors="replace") as log:
             return log.read()
 
+    def wait_listening(self, timeout: float = 15) -> None:
+        """Wait for the bridge's own ready line: a connection made to find
+        out would be a client of the bridge."""
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError("bridge exited: " + self.output())
+            return "listening for the IDE on " in self.output()
+        wait_until(ready, timeout, "the bridge's ready line")
+
     def connect(self, timeout: float = 10) -> DapClient:
+        self.wait_listening()
         return DapClient.connect("127.0.0.1", self.port, timeout=timeout)
+
+    def raw_connect(self) -> socket.socket:
+        """A plain TCP connection to the bridge, once it listens."""
+        self.wait_listening()
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
 
     def stop(self) -> None:
         stop_process(self.process)

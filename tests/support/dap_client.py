@@ -95,12 +95,14 @@ class DapClient:
     """A DAP client over one TCP connection, with a background reader thread.
 
     Attributes:
+        messages: every message received, in order of arrival.
         events: every event message received, in order of arrival.
         closed_reason: ``None`` while connected, else why the reader stopped.
     """
 
     def __init__(self, sock):
         self.sock = sock
+        self.messages = []  # every message received, in order of arrival
         self.events = []
         self.closed_reason = None
         self._reader_error = None  # the FrameError or OSError that stopped the reader
@@ -172,6 +174,7 @@ class DapClient:
                         "command": message.get("command"), "message": "not supported by test client"})
             return
         with self._cond:
+            self.messages.append(message)
             if kind == "response":
                 self._responses[message.get("request_seq")] = message
             elif kind == "event":
