@@ -69,6 +69,10 @@ class RemoteError:
         return cls(type(exc).__name__, type(exc).__module__, str(exc), frames, pickled)
 
 
+class UnsupportedDebugpy(RuntimeError):
+    """The imported debugpy is outside the range the package supports."""
+
+
 def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()) -> None:
     """Entry point of the forked child. Never returns an exception: every
     outcome is reported on ``conn`` or by the exit status."""
@@ -80,6 +84,9 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     _isolate_connections()
     try:
         port = _start_debugpy(debug_logs)
+    except UnsupportedDebugpy as exc:
+        conn.send(("failed", str(exc)))
+        return
     except Exception as exc:
         version = getattr(sys.modules.get("debugpy"), "__version__", "")
         conn.send(("failed", "debugpy %scould not start: %s: %s"
@@ -205,9 +212,10 @@ def _start_debugpy(debug_logs: bool) -> int:
     try:
         import debugpy
 
+        # Where no dist-info told the proxy the version, the module does.
         problem = versions.debugpy_problem(getattr(debugpy, "__version__", versions.UNKNOWN))
         if problem:
-            raise RuntimeError(problem)
+            raise UnsupportedDebugpy(problem)
         address = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
         port = address[1] if address else _listening_port()
         _hide_package_frames()

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     layer.add_argument("--arch", default="x86_64", choices=("x86_64", "arm64"),
                        help="the function's architecture (default x86_64)")
     layer.add_argument("--python", default="%d.%d" % sys.version_info[:2], metavar="3.X",
-                       help="the function's Python runtime, 3.9 to 3.13 (default: this Python's)")
+                       help="the function's Python runtime, 3.10 to 3.14 (default: this Python's)")
     layer.add_argument("-o", "--output", default="dist", metavar="DIR", help="folder for the zip (default dist)")
     layer.set_defaults(run=_layer)
     return parser

@@ -17,15 +17,17 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
+from lambda_debugger import versions
+
 #: The Lambda side's dependencies, as in setup.cfg's install_requires.
-LAMBDA_REQUIREMENTS = ("debugpy>=1.8.1", "websocket-client>=1.6")
+LAMBDA_REQUIREMENTS = (versions.DEBUGPY_REQUIREMENT, "websocket-client>=1.6")
 
 ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}  # Lambda's name -> wheel platform
-PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+PYTHON_VERSIONS = tuple("%d.%d" % version for version in versions.SUPPORTED_PYTHONS)
 
-#: Newest glibc of each runtime family: Amazon Linux 2 for Python 3.9-3.11,
-#: Amazon Linux 2023 from Python 3.12.
-GLIBC = {"3.9": (2, 26), "3.10": (2, 26), "3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
+#: Newest glibc of each runtime family: Amazon Linux 2 for Python 3.10 and
+#: 3.11, Amazon Linux 2023 from Python 3.12.
+GLIBC = {"3.10": (2, 26), "3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.14": (2, 34)}
 
 WRAPPER_NAME = "lambda-debugger-wrapper"
 

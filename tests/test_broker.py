@@ -34,6 +34,7 @@ from lambda_debugger.protocol import (
     Armed,
     CloseCode,
     Detached,
+    Ended,
     Invocation,
     Notice,
     Paired,
@@ -316,6 +317,20 @@ async def test_notices_are_relayed_other_control_messages_refused(broker):
     assert code == CloseCode.BAD_REQUEST
     assert "invocation" in reason
     assert await closed(dbg) == (CloseCode.PEER_GONE, "lambda side disconnected")
+
+
+@with_broker()
+async def test_the_lambda_sides_ended_message_reaches_the_debugger_and_not_the_other_way(broker):
+    lam, dbg = await broker.pair()
+    ended = encode(Ended("the handler's process ended (exit status 3) before the handler returned", exit_code=3))
+    await lam.write_message(ended)
+    assert await read(dbg) == ended
+    lam.close(CloseCode.INVOCATION_DONE)
+    assert (await closed(dbg))[0] == CloseCode.INVOCATION_DONE
+    lam, dbg = await broker.pair(request_id="req-2")
+    await dbg.write_message(encode(Ended("a debugger cannot end an invocation")))
+    code, reason = await closed(dbg)
+    assert code == CloseCode.BAD_REQUEST and "unexpected ended message from the debugger side" in reason
 
 
 # Refusals -------------------------------------------------------------------

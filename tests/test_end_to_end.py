@@ -10,13 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.dap_client import DapConnectionClosed, encode_message
+from tests.support.dap_client import DapConnectionClosed, DapError, encode_message
 from tests.support.chain import LAMBDA_TOKEN, REPO, break_line, free_port, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.chain]
 
 #: A function PYTHONPATH whose resolver hangs for *.slow-dns.test names.
 SLOW_DNS_PATH = os.pathsep.join((os.path.join(REPO, "tests", "support", "slow_dns"), REPO))
+
+#: Function PYTHONPATHs where a debugpy 1.8.6 comes first: with its dist-info,
+#: and copied in without it.
+OLD_DEBUGPY_PATH = os.pathsep.join((os.path.join(REPO, "tests", "support", "old_debugpy"), REPO))
+UNVERSIONED_DEBUGPY_PATH = os.pathsep.join((os.path.join(REPO, "tests", "support", "unversioned_debugpy"), REPO))
 
 
 def debug_to_breakpoint(bridge, function, timeout=30, **attach):
@@ -275,6 +280,31 @@ def test_fallbacks_return_the_normal_result(broker, make_function, env, log_line
     assert result.duration_ms - expected.duration_ms < max_added_s * 1000
     assert log_line in function.logs()
     assert LAMBDA_TOKEN not in function.logs()
+
+
+def test_an_unsupported_debugpy_is_named_once_and_the_function_runs_normally(broker, make_function):
+    expected = make_function(folder="plain").invoke()
+    function = make_function(broker=broker, env={"PYTHONPATH": OLD_DEBUGPY_PATH})
+    results = [function.invoke() for _ in range(2)]
+    assert all(r.ok and r.payload == expected.payload for r in results)
+    logs = function.logs()
+    line = ("debugpy 1.8.6 cannot serve; lambda-debugger needs debugpy>=1.8.1,!=1.8.6,<2; every invocation runs"
+            " normally, without the debugger")
+    assert logs.count(line) == 1
+    assert "waiting up to" not in logs  # it never dialled the broker
+    assert broker.sessions() == []
+
+
+def test_an_unsupported_debugpy_found_only_on_import_is_told_to_the_ide(broker, start_bridge, make_function):
+    function = make_function(broker=broker, env={"PYTHONPATH": UNVERSIONED_DEBUGPY_PATH})
+    future = function.invoke_async()
+    client = start_bridge().connect()
+    seq = client.send_request("initialize", {"adapterID": "debugpy"})
+    with pytest.raises(DapError, match=r"debugpy 1.8.6 cannot serve; lambda-debugger needs debugpy>=1.8.1,!=1.8.6,<2;"
+                                       " the invocation runs without the debugger"):
+        client.wait_response(seq, timeout=30)
+    assert future.result(timeout=30).ok
+    assert "debugpy 1.8.6 cannot serve" in function.logs()
 
 
 def test_debugger_leaving_before_the_handler_starts_means_a_normal_run(broker, start_bridge, make_function):

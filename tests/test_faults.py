@@ -13,7 +13,7 @@ from lambda_debugger.bridge import AttachBridge
 from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, break_line, wait_until
 from tests.support.dap_client import DapClient
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.chain]
 
 
 @pytest.fixture

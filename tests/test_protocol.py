@@ -15,6 +15,9 @@ def test_messages_round_trip():
         protocol.Detached("debugger disconnected"),
         protocol.Detached(),
         protocol.Notice("hello"),
+        protocol.Ended("the handler returned", exit_code=0),
+        protocol.Ended("the handler's process ended (signal: killed)", exit_code=-9),
+        protocol.Ended("the debugger did not finish attaching in time"),
     ):
         assert protocol.decode(protocol.encode(message)) == message
 
@@ -27,6 +30,9 @@ def test_messages_round_trip():
     ('{"type": "invocation", "request_id": 5, "deadline_ms": 1}', "must be a string"),
     ('{"type": "invocation", "request_id": "r", "deadline_ms": true}', "must be an integer"),
     ('{"type": "invocation", "request_id": "r", "deadline_ms": 1, "protocol": 99}', "not supported"),
+    ('{"type": "ended", "message": "m", "exit_code": "3"}', "ended.exit_code must be an integer"),
+    ('{"type": "ended", "message": "m", "exit_code": false}', "ended.exit_code must be an integer"),
+    ('{"type": "ended", "exit_code": 3}', "lacks 'message'"),
     ("x" * (protocol.MAX_CONTROL_MESSAGE_BYTES + 1), "larger than"),
     (b"\xff\xfe", "not JSON"),
 ])

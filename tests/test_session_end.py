@@ -9,11 +9,12 @@ import signal
 import time
 
 import pytest
+import trustme
 
 from tests.support.chain import BridgeProcess, break_line, free_port, wait_until
 from tests.support.dap_client import DapClient, DapError
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.chain]
 
 
 def stop_at_breakpoint(bridge, function, event=None):
@@ -206,7 +207,6 @@ def test_attach_checks_the_broker_and_keeps_checking_while_it_is_down(own_broker
 
 
 def test_attach_says_when_tls_does_not_verify(tmp_path, own_broker):
-    trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert_path, key_path, ca_path = (str(tmp_path / name) for name in ("cert.pem", "key.pem", "ca.pem"))
