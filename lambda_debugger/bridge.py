@@ -218,6 +218,9 @@ class AttachBridge:
         except SessionsError as exc:
             self.broker_problem = str(exc)
             self._broker_refuses = exc.kind == TOKEN
+            if self._broker_refuses and not self.token:
+                self.broker_problem = ("the broker asks for a debugger token and none was given"
+                                       " (BROKER_DEBUGGER_TOKEN, --token or --token-file)")
         else:
             self.broker_problem = None
             self._broker_refuses = False
@@ -348,7 +351,9 @@ class AttachBridge:
         expires_ms = 0
         last_report = 0.0
         while stop is None or not stop.is_set():
-            readable, _, _ = select.select([broker, ide], [], [], 1.0)
+            # A message already read (Armed and Paired can come in one read)
+            # must not wait for the socket to become readable again.
+            readable, _, _ = select.select([broker, ide], [], [], 0 if broker.has_buffered() else 1.0)
             if ide in readable:
                 data = ide.read()
                 if data is None:

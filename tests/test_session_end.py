@@ -3,15 +3,19 @@ own adapter tells it, an ``output`` event that says why, an error response
 to every request still pending, ``exited`` with the exit code where there is
 one, and ``terminated``; then the bridge answers ``disconnect``."""
 
+import io
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
 import trustme
 
-from tests.support.chain import BridgeProcess, break_line, free_port, wait_until
+from lambda_debugger import protocol
+from lambda_debugger.bridge import AttachBridge
+from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, break_line, free_port, wait_until
 from tests.support.dap_client import DapClient, DapError
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.chain]
@@ -237,3 +241,44 @@ def test_a_silent_connection_is_closed_and_the_next_ide_is_served(broker, tmp_pa
         ide.close()
     finally:
         bridge.stop()
+
+
+def test_attach_without_a_token_says_that_none_was_given(broker):
+    bridge = AttachBridge("orders", "127.0.0.1:%d" % broker.debugger_port, token=None, listen=("127.0.0.1", 0),
+                          out=io.StringIO())
+    try:
+        assert bridge.check_broker() == ("the broker asks for a debugger token and none was given"
+                                         " (BROKER_DEBUGGER_TOKEN, --token or --token-file)")
+        assert "fix the token and start attach again" in bridge.out.getvalue()
+        bridge.token = DEBUGGER_TOKEN
+        assert bridge.check_broker() is None
+        assert "debugger token accepted" in bridge.out.getvalue()
+    finally:
+        bridge._listener.close()
+
+
+def test_armed_and_paired_in_one_read_pair_at_once():
+    """The broker's ``armed`` and ``paired`` can reach the bridge in one
+    read while the IDE waits silently for its ``initialize`` answer: the
+    buffered ``paired`` must not wait for the socket to become readable."""
+    from lambda_debugger import wsframes
+    from lambda_debugger.bridge import IdeEndpoint
+    from lambda_debugger.endpoints import WebSocketEndpoint
+    from tests.test_relay import _SocketAsWebSocket
+
+    bridge = AttachBridge("orders", "127.0.0.1:1", listen=("127.0.0.1", 0), out=io.StringIO())
+    broker_near, broker_far = socket.socketpair()
+    ide_near, ide_far = socket.socketpair()
+    try:
+        paired = protocol.Paired("orders", "req-1", int(time.time() * 1000) + 60000)
+        broker_far.sendall(b"".join(wsframes.encode(wsframes.OP_TEXT, protocol.encode(m).encode(), masked=False)
+                                    for m in (protocol.Armed("orders"), paired)))
+        started = time.monotonic()
+        early = bridge._wait_for_pairing(WebSocketEndpoint(_SocketAsWebSocket(broker_near), "broker"),
+                                         IdeEndpoint(ide_near), b"initialize bytes", None)
+        assert time.monotonic() - started < 0.5
+        assert early == b"initialize bytes" and bridge.paired == paired
+    finally:
+        for sock in (broker_near, broker_far, ide_near, ide_far):
+            sock.close()
+        bridge._listener.close()
