@@ -12,6 +12,7 @@ Exit status: 0 when every run that could start passed, 1 otherwise.
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def chain_test_files():
 
 def run(python, version, venvs, debugpy=None):
     """Make a venv with ``python``, install the package, run the chain tests.
-    Returns (ok, debugpy version, seconds, what to show)."""
+    Returns (ok, debugpy version, seconds, pytest's summary line, details)."""
     started = time.monotonic()
     venv = os.path.join(venvs, "py%d.%d%s" % (version[0], version[1], "-" + debugpy if debugpy else ""))
     steps = [
@@ -74,11 +75,11 @@ def run(python, version, venvs, debugpy=None):
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=REPO)
         if done.returncode != 0:
-            return False, "-", time.monotonic() - started, "install failed:\n" + done.stdout + done.stderr
+            return False, "-", time.monotonic() - started, "install failed", done.stdout + done.stderr
         # The package must build through its PEP 517 backend with no legacy path.
         warnings = [line for line in (done.stdout + done.stderr).splitlines() if "DEPRECATION" in line]
         if warnings:
-            return False, "-", time.monotonic() - started, "pip warned:\n" + "\n".join(warnings)
+            return False, "-", time.monotonic() - started, "pip warned", "\n".join(warnings)
     venv_python = os.path.join(venv, "bin", "python")
     found = subprocess.run([venv_python, "-c", "import debugpy; print(debugpy.__version__)"],
                            capture_output=True, text=True).stdout.strip() or "?"
@@ -88,11 +89,11 @@ def run(python, version, venvs, debugpy=None):
             capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=REPO, timeout=RUN_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        return False, found, time.monotonic() - started, "timed out after %d s" % RUN_TIMEOUT_S
+        return False, found, time.monotonic() - started, "timed out after %d s" % RUN_TIMEOUT_S, ""
     lines = tests.stdout.strip().splitlines()
     summary = lines[-1] if lines else "(no output)"
-    shown = summary if tests.returncode == 0 else tests.stdout[-6000:] + tests.stderr[-2000:]
-    return tests.returncode == 0, found, time.monotonic() - started, shown
+    details = "" if tests.returncode == 0 else tests.stdout[-6000:] + tests.stderr[-2000:]
+    return tests.returncode == 0, found, time.monotonic() - started, summary, details
 
 
 def main():
@@ -115,16 +116,24 @@ def main():
                 print("%s: not on this machine; the chain is NOT TESTED there" % label, flush=True)
                 continue
             print("%s (%s), debugpy %s: chain tests ..." % (label, python, debugpy or "newest"), flush=True)
-            ok, found, seconds, shown = run(python, version, venvs, debugpy)
+            ok, found, seconds, summary, details = run(python, version, venvs, debugpy)
             failed = failed or not ok
-            rows.append((label, found, ("passed" if ok else "FAILED") + " in %.0f s" % seconds,
-                         shown.splitlines()[-1] if ok else ""))
-            print(shown if not ok else "  " + shown, flush=True)
+            rows.append((label, found, ("passed" if ok else "FAILED") + " in %.0f s" % seconds, summary))
+            print(details + "  " + summary, flush=True)
     print("\nPython matrix (the whole suite ran on python%d.%d):" % here)
     print("%-12s %-9s %-34s %s" % ("python", "debugpy", "chain tests", "summary"))
     for row in rows:
         print("%-12s %-9s %-34s %s" % row)
+    passed = sum(_count(row[3], "passed") for row in rows)
+    failures = sum(_count(row[3], "failed") + _count(row[3], "error") for row in rows)
+    print("matrix: %d passed, %d failed" % (passed, failures + (1 if failed and not failures else 0)))
     return 1 if failed else 0
+
+
+def _count(summary, word):
+    """The number before ``word`` in a pytest summary line, or 0."""
+    found = re.search(r"(\d+) %s" % word, summary)
+    return int(found.group(1)) if found else 0
 
 
 if __name__ == "__main__":
