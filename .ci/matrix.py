@@ -2,7 +2,7 @@
 matrix, each in a fresh virtual environment, and print which ran.
 
 The whole suite runs on the Python that runs this script (see .ci/run);
-here every other version of ``lambda_debugger.versions.SUPPORTED_PYTHONS``
+here every other version of ``lambda_debugger.lambda_side.versions.SUPPORTED_PYTHONS``
 found on the machine runs the tests marked ``chain``, with the newest
 debugpy, and the oldest Python also with the oldest debugpy the package
 accepts. A version that is not on the machine is reported, not passed.
@@ -22,7 +22,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from lambda_debugger import versions  # noqa: E402
+from lambda_debugger.lambda_side import versions  # noqa: E402
 
 #: Longest a single run may take before it counts as failed.
 RUN_TIMEOUT_S = 900

@@ -22,7 +22,7 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from lambda_debugger import protocol
+from lambda_debugger.wire import protocol
 from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, BrokerProcess
 
 

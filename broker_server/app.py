@@ -25,7 +25,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
-from lambda_debugger.protocol import CloseCode
+from lambda_debugger.wire.protocol import CloseCode
 
 from .config import DEBUGGER_TOKEN_VARIABLE, LAMBDA_TOKEN_VARIABLE, BrokerConfig, ConfigError, read_token_file
 from .handlers import BrokerState, DebugSocket, LambdaSocket

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from lambda_debugger.protocol import (
+from lambda_debugger.wire import tokens
+from lambda_debugger.wire.protocol import (
     DEFAULT_DEBUGGER_PORT,
     DEFAULT_LAMBDA_PORT,
     MAX_CONTROL_MESSAGE_BYTES,
@@ -27,25 +28,15 @@ class ConfigError(ValueError):
 
 
 def read_token_file(path: str, option: str) -> str:
-    """The token stored in ``path`` (surrounding white space removed).
-
-    Files keep tokens out of process listings and shell history; they suit
-    Docker and Kubernetes secrets.
+    """The token stored in ``path``; see :func:`lambda_debugger.wire.tokens.read_token_file`.
 
     Raises:
         ConfigError: unreadable or empty file (the message never holds file contents).
     """
     try:
-        with open(path, encoding="utf-8") as source:
-            token = source.read().strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError("%s %s: cannot read it (%s)" % (option, path, getattr(error, "strerror", None) or
-                                                       type(error).__name__)) from None
-    if not token:
-        raise ConfigError("%s %s: the file is empty" % (option, path))
-    if any(c.isspace() for c in token):
-        raise ConfigError("%s %s: the token has white space inside; one token per file" % (option, path))
-    return token
+        return tokens.read_token_file(path, option)
+    except tokens.TokenFileError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True)

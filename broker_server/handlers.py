@@ -20,7 +20,7 @@ from tornado.ioloop import IOLoop
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from lambda_debugger.protocol import (
+from lambda_debugger.wire.protocol import (
     FUNCTION_ID_PATTERN,
     CloseCode,
     Detached,

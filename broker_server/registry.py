@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Dict, List, Optional, Protocol, Tuple
 
-from lambda_debugger.protocol import Armed, CloseCode, Detached, Invocation, Message, Paired
+from lambda_debugger.wire.protocol import Armed, CloseCode, Detached, Invocation, Message, Paired
 
 from .logfmt import log_event, logger
 

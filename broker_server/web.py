@@ -14,7 +14,7 @@ from typing import Optional
 
 from tornado.web import RequestHandler
 
-from lambda_debugger.protocol import token_from_header
+from lambda_debugger.wire.protocol import token_from_header
 
 from .handlers import BrokerState, token_accepted
 from .logfmt import log_event

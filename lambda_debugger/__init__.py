@@ -18,7 +18,7 @@ def active(environ) -> bool:
 
 if active(_os.environ):
     try:
-        from lambda_debugger import hook as _hook
+        from lambda_debugger.lambda_side import hook as _hook
 
         _hook.install()
     except Exception:  # never break the function's import

@@ -1,3 +1,3 @@
-from lambda_debugger.cli import main
+from lambda_debugger.developer.cli import main
 
 raise SystemExit(main())

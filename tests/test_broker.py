@@ -29,7 +29,7 @@ from broker_server.app import BrokerServer, _insecure_warning, main
 from broker_server.config import BrokerConfig, ConfigError
 from broker_server.handlers import DebugSocket
 from broker_server.registry import Session
-from lambda_debugger.protocol import (
+from lambda_debugger.wire.protocol import (
     FUNCTION_ID_PATTERN,
     Armed,
     CloseCode,

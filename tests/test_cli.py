@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from lambda_debugger.cli import main
-from lambda_debugger.sessions import format_sessions
+from lambda_debugger.developer.cli import main
+from lambda_debugger.developer.sessions import format_sessions
 from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, REPO, free_port, stop_process, wait_until
 from tests.support.dap_client import DapClient
 

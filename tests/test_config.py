@@ -1,6 +1,6 @@
 import pytest
 
-from lambda_debugger.config import ConfigError, LambdaConfig, wait_budget_ms
+from lambda_debugger.lambda_side.config import ConfigError, LambdaConfig, wait_budget_ms
 
 pytestmark = pytest.mark.timeout(10)
 

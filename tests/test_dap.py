@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lambda_debugger import dap
+from lambda_debugger.wire import dap
 from tests.support.dap_client import FrameParser, encode_message
 
 pytestmark = pytest.mark.timeout(30)

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional
 import pytest
 import trustme
 
-from lambda_debugger.protocol import DEFAULT_DEBUGGER_PORT, DEFAULT_LAMBDA_PORT
+from lambda_debugger.wire.protocol import DEFAULT_DEBUGGER_PORT, DEFAULT_LAMBDA_PORT
 from tests.support.chain import (
     DEBUGGER_TOKEN,
     LAMBDA_TOKEN,

@@ -5,8 +5,8 @@ import traceback
 
 import pytest
 
-from lambda_debugger import errors
-from lambda_debugger.child import RemoteError
+from lambda_debugger.lambda_side import errors
+from lambda_debugger.lambda_side.child import RemoteError
 
 pytestmark = pytest.mark.timeout(10)
 

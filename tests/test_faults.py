@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lambda_debugger.bridge import AttachBridge
+from lambda_debugger.developer.bridge import AttachBridge
 from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, break_line, wait_until
 from tests.support.dap_client import DapClient
 

@@ -12,7 +12,7 @@ import websocket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lambda_debugger import protocol, wsframes
+from lambda_debugger.wire import protocol, wsframes
 from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN
 
 pytestmark = pytest.mark.timeout(300)

@@ -9,13 +9,13 @@ import types
 
 import pytest
 
-from lambda_debugger import hook
+from lambda_debugger.lambda_side import hook
 from tests.support.chain import REPO
 
 pytestmark = pytest.mark.timeout(60)
 
-HEAVY = ("debugpy", "websocket", "tornado", "multiprocessing", "lambda_debugger.proxy",
-         "lambda_debugger.config", "lambda_debugger.hook", "awslambdaric")
+HEAVY = ("debugpy", "websocket", "tornado", "multiprocessing", "lambda_debugger.lambda_side.proxy",
+         "lambda_debugger.lambda_side.config", "lambda_debugger.lambda_side.hook", "awslambdaric")
 
 PROBE = textwrap.dedent('''
     import json, sys
@@ -35,6 +35,14 @@ MODULE = textwrap.dedent('''
     ORIGINAL = handler
     import lambda_debugger
 ''')
+
+
+def test_the_heavy_modules_checked_are_real_module_paths():
+    # A renamed module would make the checks below pass for nothing.
+    import importlib.util
+
+    for name in HEAVY:
+        assert importlib.util.find_spec(name) is not None, name
 
 
 def probe(tmp_path, env, module=MODULE):

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from lambda_debugger import layer
+from lambda_debugger.developer import layer
 from tests.support.chain import REPO, break_line
 
 pytestmark = pytest.mark.timeout(180)
@@ -68,8 +68,10 @@ def test_the_layer_is_laid_out_as_lambda_expects_and_small(built):
     packages = {name.split("/")[1] for name in names if name.startswith("python/")}
     assert {"lambda_debugger", "debugpy", "websocket"} <= packages
     assert not packages & {"tornado", "broker_server", "tests", "awslambdaric", "bin"}
-    assert not [n for n in names if n.startswith("python/lambda_debugger/local/") or n.endswith(".pyc")]
-    assert "python/lambda_debugger/zero_code.py" in names
+    assert not [n for n in names if n.startswith(("python/lambda_debugger/local/", "python/lambda_debugger/developer/"))
+                or n.endswith(".pyc")]  # only what runs in Lambda
+    assert {"python/lambda_debugger/zero_code.py", "python/lambda_debugger/lambda_side/proxy.py",
+            "python/lambda_debugger/wire/relay.py"} <= set(names)
     # The command says where the zip is, how big, and what went in.
     assert "built %s: " % path in output and "MiB zipped" in output
     assert "python/debugpy" in output and "wheel: debugpy " in output
@@ -87,7 +89,7 @@ def test_the_package_imports_from_the_layer_alone(built):
     site = str(unpacked / "python")
     probe = (
         "import sys; sys.path.insert(0, %r)\n"
-        "import lambda_debugger, lambda_debugger.proxy, lambda_debugger.child, debugpy, websocket\n"
+        "import lambda_debugger, lambda_debugger.lambda_side.proxy, lambda_debugger.lambda_side.child, debugpy, websocket\n"
         "for m in (lambda_debugger, debugpy, websocket): assert m.__file__.startswith(%r), m.__file__\n"
         "try:\n    import tornado\nexcept ImportError:\n    print('no tornado')\n"
     ) % (site, site)

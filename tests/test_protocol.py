@@ -1,7 +1,7 @@
 import pytest
 
-from lambda_debugger import protocol
-from lambda_debugger.protocol import CloseCode, ProtocolError
+from lambda_debugger.wire import protocol
+from lambda_debugger.wire.protocol import CloseCode, ProtocolError
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from broker_server.config import BrokerConfig
-from lambda_debugger import layer, protocol
+from lambda_debugger.developer import layer
+from lambda_debugger.wire import protocol
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -215,7 +216,7 @@ def test_debugger_variables_exist_in_the_package():
     # __init__ (the import's first check), the others in config.py.
     package = ROOT / "lambda_debugger"
     known = set()
-    for source in ("__init__.py", "config.py"):
+    for source in ("__init__.py", "lambda_side/config.py"):
         known |= set(re.findall(r'environ\.get\("(DEBUGGER_[A-Z_]+)"', (package / source).read_text()))
     assert CORE_VARIABLES <= known
     for path in recipe_files():

@@ -3,7 +3,7 @@
 import pytest
 
 from broker_server.registry import Registry, Session, SessionState
-from lambda_debugger.protocol import Armed, CloseCode, Detached, Invocation, Paired
+from lambda_debugger.wire.protocol import Armed, CloseCode, Detached, Invocation, Paired
 
 pytestmark = pytest.mark.timeout(30)
 

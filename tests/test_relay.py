@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lambda_debugger import protocol, relay, wsframes
-from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, parse_close
+from lambda_debugger.wire import protocol, relay, wsframes
+from lambda_debugger.wire.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, parse_close
 
 pytestmark = pytest.mark.timeout(20)
 

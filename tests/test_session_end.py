@@ -13,8 +13,8 @@ import time
 import pytest
 import trustme
 
-from lambda_debugger import protocol
-from lambda_debugger.bridge import AttachBridge
+from lambda_debugger.wire import protocol
+from lambda_debugger.developer.bridge import AttachBridge
 from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, break_line, free_port, wait_until
 from tests.support.dap_client import DapClient, DapError
 
@@ -261,9 +261,9 @@ def test_armed_and_paired_in_one_read_pair_at_once():
     """The broker's ``armed`` and ``paired`` can reach the bridge in one
     read while the IDE waits silently for its ``initialize`` answer: the
     buffered ``paired`` must not wait for the socket to become readable."""
-    from lambda_debugger import wsframes
-    from lambda_debugger.bridge import IdeEndpoint
-    from lambda_debugger.endpoints import WebSocketEndpoint
+    from lambda_debugger.wire import wsframes
+    from lambda_debugger.developer.bridge import IdeEndpoint
+    from lambda_debugger.wire.endpoints import WebSocketEndpoint
     from tests.test_relay import _SocketAsWebSocket
 
     bridge = AttachBridge("orders", "127.0.0.1:1", listen=("127.0.0.1", 0), out=io.StringIO())

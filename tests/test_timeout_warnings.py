@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lambda_debugger import dap
-from lambda_debugger.bridge import IdeEndpoint
+from lambda_debugger.wire import dap
+from lambda_debugger.developer.bridge import IdeEndpoint
 from tests.support.chain import break_line
 from tests.support.dap_client import FrameParser, encode_message
 

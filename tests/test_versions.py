@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from lambda_debugger import __version__, versions
+from lambda_debugger import __version__
+
+from lambda_debugger.lambda_side import versions
 from tests.support.chain import REPO
 
 pytestmark = pytest.mark.timeout(10)

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from lambda_debugger import vscode
-from lambda_debugger.cli import main
+from lambda_debugger.developer import vscode
+from lambda_debugger.developer.cli import main
 from tests.support.chain import DEBUGGER_TOKEN, REPO, free_port, stop_process, wait_until
 from tests.support.dap_client import encode_message
 

@@ -5,8 +5,8 @@ import os
 import pytest
 from websocket import ABNF
 
-from lambda_debugger import wsframes
-from lambda_debugger.wsframes import FrameDecoder, FrameError
+from lambda_debugger.wire import wsframes
+from lambda_debugger.wire.wsframes import FrameDecoder, FrameError
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import IO, Any, Mapping, Optional, Union
 
-from lambda_debugger.errors import describe_exit
+from lambda_debugger.lambda_side.errors import describe_exit
 
 from .runtime_api import InvocationResult, RuntimeAPI
 

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 
-from lambda_debugger.bridge import AttachBridge, parse_listen
-from lambda_debugger.endpoints import describe_error
+from lambda_debugger.developer.bridge import AttachBridge, parse_listen
+from lambda_debugger.wire.endpoints import describe_error
 
 FUNCTION_ID = "local"
 

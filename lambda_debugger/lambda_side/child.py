@@ -34,9 +34,9 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from lambda_debugger import versions
+from lambda_debugger.lambda_side import versions
 
-log = logging.getLogger("lambda_debugger.child")
+log = logging.getLogger("lambda_debugger.lambda_side.child")
 
 Frame = Tuple[str, int, str, str]
 
@@ -249,7 +249,7 @@ def _hide_package_frames() -> None:
         import pydevd
         from _pydevd_bundle.pydevd_api import PyDevdAPI
 
-        package_dir = os.path.dirname(os.path.abspath(__file__))
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # all of lambda_debugger
         debugpy_dir = os.path.dirname(os.path.abspath(debugpy.__file__))
         PyDevdAPI().set_dont_trace_start_end_patterns(
             pydevd.get_global_debugger(), (package_dir, debugpy_dir), ("debugpy_launcher.py",)

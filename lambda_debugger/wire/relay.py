@@ -2,7 +2,7 @@
 
 The Lambda proxy (broker WebSocket <-> child's debugpy socket) and the attach
 bridge (IDE socket <-> broker WebSocket) both use :class:`Pump`. Endpoints
-are thin adapters (see :mod:`lambda_debugger.endpoints`) with this interface:
+are thin adapters (see :mod:`lambda_debugger.wire.endpoints`) with this interface:
 
 * ``fileno()`` for ``select``;
 * ``has_buffered()``: bytes already read into user space (TLS records);
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-log = logging.getLogger("lambda_debugger.relay")
+log = logging.getLogger("lambda_debugger.wire.relay")
 
 #: Why :meth:`Pump.run` returned.
 CLOSED = "closed"  # an endpoint reached EOF or failed

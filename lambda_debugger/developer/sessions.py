@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import List, Optional
 
-from lambda_debugger import protocol
+from lambda_debugger.wire import protocol
 
 
 class SessionsError(Exception):

@@ -18,8 +18,8 @@ import sys
 import time
 from typing import Optional, TextIO, Tuple
 
-from lambda_debugger import dap, protocol, relay
-from lambda_debugger.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
+from lambda_debugger.wire import dap, protocol, relay
+from lambda_debugger.wire.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
 
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
 MAX_EARLY_BYTES = 1024 * 1024
@@ -205,7 +205,7 @@ class AttachBridge:
         proves that it answers, that TLS verifies and that the token is
         accepted. Says what fails in one line (on a change, and while it
         stays down, as progress). Returns the problem, or None."""
-        from lambda_debugger.sessions import TOKEN, SessionsError, fetch_sessions
+        from lambda_debugger.developer.sessions import TOKEN, SessionsError, fetch_sessions
 
         context = None
         if self.sslopt and self.sslopt.get("ca_certs"):

@@ -6,7 +6,9 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from lambda_debugger import __version__, protocol
+from lambda_debugger import __version__
+
+from lambda_debugger.wire import protocol
 
 COMMANDS = ("broker", "attach", "sessions", "local", "layer")
 
@@ -102,11 +104,11 @@ def _token(args) -> Optional[str]:
     if args.token_file:
         if args.token:
             raise _UsageError("give --token or --token-file, not both")
-        from broker_server.config import ConfigError, read_token_file
+        from lambda_debugger.wire.tokens import TokenFileError, read_token_file
 
         try:
             return read_token_file(args.token_file, "--token-file")
-        except ConfigError as exc:
+        except TokenFileError as exc:
             raise _UsageError(str(exc)) from None
     return args.token or os.environ.get("BROKER_DEBUGGER_TOKEN") or None
 
@@ -118,7 +120,7 @@ def _ca_file(args) -> Optional[str]:
 
 
 def _attach(args) -> int:
-    from lambda_debugger.bridge import AttachBridge, BridgeError, parse_listen
+    from lambda_debugger.developer.bridge import AttachBridge, BridgeError, parse_listen
 
     if args.print_vscode_config:
         return _print_vscode_config(args)
@@ -170,8 +172,8 @@ def _is_loopback(host: str) -> bool:
 
 def _print_vscode_config(args) -> int:
     """Print launch.json and tasks.json for these options; binds and connects nothing."""
-    from lambda_debugger.bridge import parse_listen
-    from lambda_debugger.vscode import render, vscode_files
+    from lambda_debugger.developer.bridge import parse_listen
+    from lambda_debugger.developer.vscode import render, vscode_files
 
     try:
         if not protocol.valid_function_id(args.function_id):
@@ -206,7 +208,7 @@ def _print_vscode_config(args) -> int:
 
 
 def _sessions(args) -> int:
-    from lambda_debugger.sessions import SessionsError, fetch_sessions, format_sessions
+    from lambda_debugger.developer.sessions import SessionsError, fetch_sessions, format_sessions
 
     try:
         token, ca_file = _token(args), _ca_file(args)
@@ -234,7 +236,7 @@ def _local(args) -> int:
 
 
 def _layer(args) -> int:
-    from lambda_debugger.layer import LayerError, build_layer, describe
+    from lambda_debugger.developer.layer import LayerError, build_layer, describe
 
     try:
         report = build_layer(args.arch, args.python, args.output, log=lambda line: print(line, flush=True))

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from lambda_debugger import protocol
+from lambda_debugger.wire import protocol
 
 DEFAULT_WAIT_MAX_MS = 60000
 LOG_LEVELS = ("debug", "info", "warning")

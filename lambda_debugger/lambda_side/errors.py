@@ -12,7 +12,7 @@ import pickle
 import signal
 from typing import Optional
 
-from lambda_debugger.child import RemoteError
+from lambda_debugger.lambda_side.child import RemoteError
 
 def rebuild(remote: RemoteError) -> BaseException:
     """Return an exception equal to the child's, with the handler's frames.

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
-from lambda_debugger import versions
+from lambda_debugger.lambda_side import versions
 
 #: The Lambda side's dependencies, as in setup.cfg's install_requires.
 LAMBDA_REQUIREMENTS = (versions.DEBUGPY_REQUIREMENT, "websocket-client>=1.6")
@@ -31,8 +31,13 @@ GLIBC = {"3.10": (2, 26), "3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.
 
 WRAPPER_NAME = "lambda-debugger-wrapper"
 
-#: Parts of the package that never run in Lambda (local mode needs tornado).
-LEFT_OUT = ("local", "__pycache__")
+#: Parts of the package that never run in Lambda: the laptop's commands and
+#: local mode (which needs tornado). The layer carries the rest.
+LEFT_OUT = ("developer", "local", "__pycache__")
+
+#: The package's own folder, and the zero-code exec wrapper in it.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRAPPER_SOURCE = os.path.join(PACKAGE_DIR, "lambda_side", "wrapper.sh")
 
 #: What AWS allows for all layers and the function together, unzipped.
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
@@ -84,7 +89,7 @@ def build_layer(arch: str, python: str, out_dir: str, *, pip_args=(), log=print)
         _pip_install(site, arch, python, pip_args)
         _copy_package(os.path.join(site, "lambda_debugger"))
         wrapper = os.path.join(root, WRAPPER_NAME)
-        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrapper.sh"), wrapper)
+        shutil.copyfile(WRAPPER_SOURCE, wrapper)
         os.chmod(wrapper, 0o755)
         path = os.path.join(out_dir, layer_file_name(python, arch))
         unzipped = _zip(root, path)
@@ -131,8 +136,7 @@ def _pip_install(site: str, arch: str, python: str, pip_args) -> None:
 
 
 def _copy_package(target: str) -> None:
-    source = os.path.dirname(os.path.abspath(__file__))
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*LEFT_OUT, "*.pyc"))
+    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns(*LEFT_OUT, "*.pyc"))
     for name in LEFT_OUT:
         if os.path.exists(os.path.join(target, name)):
             raise LayerError("the layer must not contain lambda_debugger/%s" % name)

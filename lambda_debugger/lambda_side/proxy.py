@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Optional
 
-from lambda_debugger import child, dap, errors, protocol, relay, versions
-from lambda_debugger.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
-from lambda_debugger.endpoints import (
+from lambda_debugger.lambda_side import child, errors, versions
+
+from lambda_debugger.wire import dap, protocol, relay
+from lambda_debugger.lambda_side.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
+from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     SocketEndpoint,
     WebSocketEndpoint,

@@ -29,7 +29,7 @@ def make_proxy(handler, config):
             return outcome.value
         if outcome.kind == "json":
             return _raw_json(outcome.value)
-        from lambda_debugger import errors
+        from lambda_debugger.lambda_side import errors
 
         if outcome.kind == "error":
             raise errors.rebuild(outcome.error)
@@ -41,7 +41,7 @@ def make_proxy(handler, config):
 
 def _debug(config, handler, event, context):
     """Run the debug session; any fault of ours means "run it here"."""
-    from lambda_debugger.proxy import DebugSession
+    from lambda_debugger.lambda_side.proxy import DebugSession
 
     session = None
     try:

@@ -17,9 +17,9 @@ import time
 import urllib.parse
 from typing import Callable, Optional
 
-from lambda_debugger import protocol, wsframes
+from lambda_debugger.wire import protocol, wsframes
 
-log = logging.getLogger("lambda_debugger.relay")
+log = logging.getLogger("lambda_debugger.wire.relay")
 
 CHUNK_BYTES = 512 * 1024
 
@@ -190,7 +190,7 @@ class WebSocketEndpoint:
     debug bytes after it belong to a different debugger.
 
     After the handshake the frames are read and written here
-    (:mod:`lambda_debugger.wsframes`), so that a pong is never written into
+    (:mod:`lambda_debugger.wire.wsframes`), so that a pong is never written into
     the middle of a frame the pump is sending and large reads stay cheap.
 
     Attributes:

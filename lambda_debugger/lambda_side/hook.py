@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Mapping, Optional
 
-from lambda_debugger.config import ConfigError, LambdaConfig
+from lambda_debugger.lambda_side.config import ConfigError, LambdaConfig
 
 log = logging.getLogger("lambda_debugger")
 
@@ -73,7 +73,7 @@ def wrap(handler, name: str, environ: Optional[Mapping[str, str]] = None):
     except ConfigError as exc:
         log.warning("lambda_debugger: %s; the function runs without the debugger", exc)
         return None
-    from lambda_debugger.bootstrap import make_proxy
+    from lambda_debugger.lambda_side.bootstrap import make_proxy
 
     log.info(
         "lambda_debugger: %s will wait up to %d ms per invocation for a debugger (function ID %s)",
