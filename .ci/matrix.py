@@ -44,8 +44,12 @@ def find_python(version):
 
 def _reports(path, version):
     try:
-        out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False  # e.g. a pyenv shim for a version pyenv does not have
     return out.returncode == 0 and out.stdout.strip() == "%d.%d" % version
@@ -55,8 +59,11 @@ def chain_test_files():
     """The test modules that hold tests marked ``chain`` (the others need
     test dependencies that only the main suite installs)."""
     pattern = os.path.join(REPO, "tests", "test_*.py")
-    return sorted(os.path.relpath(path, REPO) for path in glob.glob(pattern)
-                  if "pytest.mark.chain" in open(path, encoding="utf-8").read())
+    return sorted(
+        os.path.relpath(path, REPO)
+        for path in glob.glob(pattern)
+        if "pytest.mark.chain" in open(path, encoding="utf-8").read()
+    )
 
 
 def run(python, version, venvs, debugpy=None):
@@ -66,12 +73,28 @@ def run(python, version, venvs, debugpy=None):
     venv = os.path.join(venvs, "py%d.%d%s" % (version[0], version[1], "-" + debugpy if debugpy else ""))
     steps = [
         [python, "-m", "venv", venv],
-        [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
-         REPO + "[chain-test]"],
+        [
+            os.path.join(venv, "bin", "python"),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            REPO + "[chain-test]",
+        ],
     ]
     if debugpy:
-        steps.append([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                      "--quiet", "debugpy==" + debugpy])
+        steps.append(
+            [
+                os.path.join(venv, "bin", "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                "debugpy==" + debugpy,
+            ]
+        )
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=REPO)
         if done.returncode != 0:
@@ -81,12 +104,20 @@ def run(python, version, venvs, debugpy=None):
         if warnings:
             return False, "-", time.monotonic() - started, "pip warned", "\n".join(warnings)
     venv_python = os.path.join(venv, "bin", "python")
-    found = subprocess.run([venv_python, "-c", "import debugpy; print(debugpy.__version__)"],
-                           capture_output=True, text=True).stdout.strip() or "?"
+    found = (
+        subprocess.run(
+            [venv_python, "-c", "import debugpy; print(debugpy.__version__)"], capture_output=True, text=True
+        ).stdout.strip()
+        or "?"
+    )
     try:
         tests = subprocess.run(
             [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "chain", *chain_test_files()],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=REPO, timeout=RUN_TIMEOUT_S,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            timeout=RUN_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
         return False, found, time.monotonic() - started, "timed out after %d s" % RUN_TIMEOUT_S, ""

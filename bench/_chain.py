@@ -30,11 +30,21 @@ class Chain:
 
     def __enter__(self):
         self.broker = BrokerProcess(os.path.join(self.root, "broker.log"))
-        self.function = LocalFunction("app.handler", task_root=self.root, timeout_s=120, stdout=self.devnull,
-                                      stderr=self.devnull, env={
-                                          "PYTHONPATH": REPO, "DEBUGGER_ACTIVE": "1", "DEBUGGER_FUNCTION_ID": "bench",
-                                          "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % self.broker.lambda_port,
-                                          "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN, "DEBUGGER_WAIT_MAX": "30000"})
+        self.function = LocalFunction(
+            "app.handler",
+            task_root=self.root,
+            timeout_s=120,
+            stdout=self.devnull,
+            stderr=self.devnull,
+            env={
+                "PYTHONPATH": REPO,
+                "DEBUGGER_ACTIVE": "1",
+                "DEBUGGER_FUNCTION_ID": "bench",
+                "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % self.broker.lambda_port,
+                "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
+                "DEBUGGER_WAIT_MAX": "30000",
+            },
+        )
         return self
 
     def __exit__(self, *exc):
@@ -48,8 +58,9 @@ class Chain:
         bridge = BridgeProcess(self.broker, os.path.join(self.root, "bridge.log"), function_id="bench")
         wait_until(lambda: "listening for the IDE" in bridge.output(), 10, "the bridge")
         result = {}
-        invoking = threading.Thread(target=lambda: result.setdefault("r", self.function.invoke(event or {})),
-                                    daemon=True)
+        invoking = threading.Thread(
+            target=lambda: result.setdefault("r", self.function.invoke(event or {})), daemon=True
+        )
         invoking.start()
         self.broker.wait_for_state("waiting")
 
@@ -67,8 +78,10 @@ class Direct:
     speaking DAP itself (``in_process``, what the chain's child uses) or
     through debugpy's separate adapter process (the default)."""
 
-    PRELUDE = ("import debugpy\n_, port = debugpy.listen(('127.0.0.1', 0), in_process_debug_adapter=%r)\n"
-               "print(port, flush=True)\ndebugpy.wait_for_client()\n")
+    PRELUDE = (
+        "import debugpy\n_, port = debugpy.listen(('127.0.0.1', 0), in_process_debug_adapter=%r)\n"
+        "print(port, flush=True)\ndebugpy.wait_for_client()\n"
+    )
 
     def __init__(self, source: str, *, in_process: bool = True):
         self.root = tempfile.mkdtemp()

@@ -41,10 +41,12 @@ def main():
                 samples.append(session(port, chain.path, break_line(SOURCE)))
                 finish()
     ms = lambda samples: statistics.median(samples) * 1000  # noqa: E731
-    report([
-        ("connect -> stopped, first session (cold)", ms(cold), ms(direct)),
-        ("connect -> stopped, second session (warm)", ms(warm), ms(direct)),
-    ])
+    report(
+        [
+            ("connect -> stopped, first session (cold)", ms(cold), ms(direct)),
+            ("connect -> stopped, second session (warm)", ms(warm), ms(direct)),
+        ]
+    )
     print("medians of %d rounds; baseline: DAP client straight to debugpy.listen" % args.rounds)
 
 

@@ -38,23 +38,40 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--invocations", type=int, default=200)
     args = parser.parse_args()
-    broker = BrokerServer(BrokerConfig(host="127.0.0.1", lambda_port=0, debugger_port=0,
-                                       lambda_token="bench-lambda", debugger_token="bench-debugger"))
+    broker = BrokerServer(
+        BrokerConfig(
+            host="127.0.0.1",
+            lambda_port=0,
+            debugger_port=0,
+            lambda_token="bench-lambda",
+            debugger_token="bench-debugger",
+        )
+    )
     broker.start_in_thread()
     try:
         with tempfile.TemporaryDirectory() as root:
             with open(os.path.join(root, "app.py"), "w") as f:
                 f.write(HANDLER)
             plain = measure(root, {"PYTHONPATH": REPO}, args.invocations)
-            active = measure(root, {
-                "PYTHONPATH": REPO, "DEBUGGER_ACTIVE": "1", "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
-                "DEBUGGER_FUNCTION_ID": "bench", "DEBUGGER_AUTH_TOKEN": "bench-lambda", "DEBUGGER_WAIT_MAX": "0",
-            }, args.invocations)
+            active = measure(
+                root,
+                {
+                    "PYTHONPATH": REPO,
+                    "DEBUGGER_ACTIVE": "1",
+                    "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker.lambda_port,
+                    "DEBUGGER_FUNCTION_ID": "bench",
+                    "DEBUGGER_AUTH_TOKEN": "bench-lambda",
+                    "DEBUGGER_WAIT_MAX": "0",
+                },
+                args.invocations,
+            )
     finally:
         broker.stop()
     report([("invocation, active, nobody attached (p50)", median_ms(active), median_ms(plain))])
-    print("added per invocation: %.3f ms (median of %d invocations each)"
-          % (median_ms(active) - median_ms(plain), args.invocations))
+    print(
+        "added per invocation: %.3f ms (median of %d invocations each)"
+        % (median_ms(active) - median_ms(plain), args.invocations)
+    )
 
 
 if __name__ == "__main__":

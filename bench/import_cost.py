@@ -54,8 +54,9 @@ def main():
             subprocess.run([sys.executable, "-c", PROBE], cwd=folder, env=env, check=True, capture_output=True)
         for _ in range(args.runs):
             for name, folder in (("plain", plain), ("with import", debugged)):
-                out = subprocess.run([sys.executable, "-c", PROBE], cwd=folder, env=env, check=True,
-                                     capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", PROBE], cwd=folder, env=env, check=True, capture_output=True, text=True
+                ).stdout
                 elapsed, heavy = json.loads(out)
                 times[name].append(elapsed)
                 heavy_seen.update(heavy)

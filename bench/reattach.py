@@ -37,9 +37,9 @@ def main():
     first, again = [], []
     with Chain(SOURCE + "\nimport lambda_debugger\n") as chain:
         line = break_line(SOURCE)
-        for round_ in range(args.rounds):
+        for _ in range(args.rounds):
             second_bridge = BridgeProcess(chain.broker, os.path.join(chain.root, "bridge-2.log"), function_id="bench")
-            wait_until(lambda: "listening for the IDE" in second_bridge.output(), 10, "the second bridge")
+            wait_until(lambda bridge=second_bridge: "listening for the IDE" in bridge.output(), 10, "the second bridge")
             port, finish = chain.session({"rounds": 300})  # about 3 s of work if never stopped
             client, _, _, elapsed = stopped_client(port, chain.path, line)
             first.append(elapsed)

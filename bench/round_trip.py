@@ -17,10 +17,12 @@ import time
 from _chain import Chain, Direct, break_line, stopped_client
 from _common import report
 
-SOURCE = ("def handler(event, context):\n"
-          "    big = 'x' * (5 * 1024 * 1024)\n"
-          "    value = len(big)  # BREAK\n"
-          "    return {'n': value}\n")
+SOURCE = (
+    "def handler(event, context):\n"
+    "    big = 'x' * (5 * 1024 * 1024)\n"
+    "    value = len(big)  # BREAK\n"
+    "    return {'n': value}\n"
+)
 
 
 def measure(client, thread_id, frame_id, requests, large):
@@ -65,17 +67,25 @@ def main():
         chain_rt, chain_big, chain_sizes = measure(client, thread_id, frame_id, args.requests, args.large)
         finish()
     print("baseline: debugpy.listen(in_process_debug_adapter=True), pydevd speaking DAP itself")
-    report([
-        ("stackTrace round trip p50", p(chain_rt, 0.5), p(base_rt, 0.5)),
-        ("stackTrace round trip p99", p(chain_rt, 0.99), p(base_rt, 0.99)),
-        ("5 MB evaluate result (median)", statistics.median(chain_big) * 1000, statistics.median(base_big) * 1000),
-    ])
+    report(
+        [
+            ("stackTrace round trip p50", p(chain_rt, 0.5), p(base_rt, 0.5)),
+            ("stackTrace round trip p99", p(chain_rt, 0.99), p(base_rt, 0.99)),
+            ("5 MB evaluate result (median)", statistics.median(chain_big) * 1000, statistics.median(base_big) * 1000),
+        ]
+    )
     print("baseline: debugpy.listen() with its default adapter process")
-    report([
-        ("stackTrace round trip p50", p(chain_rt, 0.5), p(adapter_rt, 0.5)),
-        ("stackTrace round trip p99", p(chain_rt, 0.99), p(adapter_rt, 0.99)),
-        ("5 MB evaluate result (median)", statistics.median(chain_big) * 1000, statistics.median(adapter_big) * 1000),
-    ])
+    report(
+        [
+            ("stackTrace round trip p50", p(chain_rt, 0.5), p(adapter_rt, 0.5)),
+            ("stackTrace round trip p99", p(chain_rt, 0.99), p(adapter_rt, 0.99)),
+            (
+                "5 MB evaluate result (median)",
+                statistics.median(chain_big) * 1000,
+                statistics.median(adapter_big) * 1000,
+            ),
+        ]
+    )
     print("evaluate result sizes: chain %s, direct %s characters" % (sorted(chain_sizes), sorted(base_sizes)))
     print("%d round trips and %d large results each" % (args.requests, args.large))
 

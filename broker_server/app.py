@@ -134,9 +134,12 @@ class BrokerServer:
         for app, sockets in ((lambda_app, lambda_sockets), (debugger_app, debugger_sockets)):
             # A client that does not finish its HTTP request (or WebSocket
             # upgrade) within the handshake timeout is dropped.
-            server = HTTPServer(app, ssl_options=ssl_context,
-                                idle_connection_timeout=self.config.handshake_timeout_s,
-                                body_timeout=self.config.handshake_timeout_s)
+            server = HTTPServer(
+                app,
+                ssl_options=ssl_context,
+                idle_connection_timeout=self.config.handshake_timeout_s,
+                body_timeout=self.config.handshake_timeout_s,
+            )
             server.add_sockets(sockets)
             self._servers.append(server)
         self.lambda_port = lambda_sockets[0].getsockname()[1]
@@ -299,10 +302,16 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     add("--lambda-port", type=int, help="Lambda-facing port (default 8080)")
     add("--debugger-port", type=int, help="developer-facing port (default 9229)")
-    add("--lambda-token-file", metavar="PATH",
-        help="read the Lambda token from this file instead of %s" % LAMBDA_TOKEN_VARIABLE)
-    add("--debugger-token-file", metavar="PATH",
-        help="read the debugger token from this file instead of %s" % DEBUGGER_TOKEN_VARIABLE)
+    add(
+        "--lambda-token-file",
+        metavar="PATH",
+        help="read the Lambda token from this file instead of %s" % LAMBDA_TOKEN_VARIABLE,
+    )
+    add(
+        "--debugger-token-file",
+        metavar="PATH",
+        help="read the debugger token from this file instead of %s" % DEBUGGER_TOKEN_VARIABLE,
+    )
     add("--insecure", action="store_true", help="accept connections without tokens (trusted networks only)")
     add("--certfile", help="TLS certificate chain (PEM); serves wss://")
     add("--keyfile", help="TLS private key (PEM)")
@@ -311,9 +320,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add("--max-frame-bytes", type=int, help="largest WebSocket message (default 1 MiB)")
     add("--pairing-timeout", type=float, metavar="S", help="how long a debugger waits for an invocation (default 900)")
     add("--handshake-timeout", type=float, metavar="S", help="time for a Lambda to announce itself (default 10)")
-    add("--idle-timeout", type=float, metavar="S",
+    add(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
         help="close a paired debugger after this long without debug traffic; the invocation runs on and "
-        "may be attached again; 0 for never (default 900)")
+        "may be attached again; 0 for never (default 900)",
+    )
     add("--ping-interval", type=float, metavar="S", help="WebSocket ping interval, 0 for none (default 10)")
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser

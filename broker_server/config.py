@@ -131,8 +131,7 @@ class BrokerConfig:
             if missing:
                 raise ConfigError(
                     "%s must be set: the broker needs a token for Lambdas and a different "
-                    "one for debuggers (or run it with --insecure on a trusted network)"
-                    % " and ".join(missing)
+                    "one for debuggers (or run it with --insecure on a trusted network)" % " and ".join(missing)
                 )
         if self.lambda_token and self.lambda_token == self.debugger_token:
             raise ConfigError(

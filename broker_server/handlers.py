@@ -99,8 +99,7 @@ class BrokerSocket(WebSocketHandler):
 
     def log_fields(self) -> dict:
         """The fields that name this connection in log lines."""
-        return {"side": self.side, "function_id": self.function_id, "request_id": self.request_id,
-                "peer": self.address}
+        return {"side": self.side, "function_id": self.function_id, "request_id": self.request_id, "peer": self.address}
 
     # Connection life ------------------------------------------------------
 
@@ -213,7 +212,9 @@ class BrokerSocket(WebSocketHandler):
                 self._fail(CloseCode.BAD_REQUEST, "detached message while a debugger is attached")
             return
         if not (isinstance(control, Notice) or (isinstance(control, Ended) and self.side is Side.LAMBDA)):
-            self._fail(CloseCode.BAD_REQUEST, "unexpected %s message from the %s side" % (control.type, self.side.value))
+            self._fail(
+                CloseCode.BAD_REQUEST, "unexpected %s message from the %s side" % (control.type, self.side.value)
+            )
             return
         if isinstance(control, Ended):
             log_event("handler_ended", exit_code=control.exit_code, message=control.message, **self.log_fields())

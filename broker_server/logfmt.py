@@ -12,9 +12,7 @@ import logging
 
 logger = logging.getLogger("broker_server")
 
-_PLAIN = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/[]@+,"
-)
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/[]@+,")
 
 #: Longest value written as is; longer ones are cut so a log line stays a line.
 _MAX_VALUE_CHARS = 200

@@ -305,8 +305,12 @@ class Registry:
         (a protocol error of the caller).
         """
         session = self._by_peer.get(peer)
-        if (session is None or session.side_of(peer) is not Side.LAMBDA
-                or session.state is not SessionState.DETACHED or session.stream_ended):
+        if (
+            session is None
+            or session.side_of(peer) is not Side.LAMBDA
+            or session.state is not SessionState.DETACHED
+            or session.stream_ended
+        ):
             return False
         session.stream_ended = True
         session.since = now
@@ -326,8 +330,12 @@ class Registry:
         """Whether debug bytes from ``peer`` are the old stream of a detached
         session, to be dropped rather than refused."""
         session = self._by_peer.get(peer)
-        return (session is not None and session.state is SessionState.DETACHED
-                and not session.stream_ended and session.side_of(peer) is Side.LAMBDA)
+        return (
+            session is not None
+            and session.state is SessionState.DETACHED
+            and not session.stream_ended
+            and session.side_of(peer) is Side.LAMBDA
+        )
 
     # Housekeeping ---------------------------------------------------------
 
@@ -350,8 +358,11 @@ class Registry:
             verdict = self._expiry(session, now)
             if verdict is not None:
                 expired.append((session, verdict))
-            elif (session.state is SessionState.PAIRED and self.idle_timeout_s
-                  and now - session.last_traffic >= self.idle_timeout_s):
+            elif (
+                session.state is SessionState.PAIRED
+                and self.idle_timeout_s
+                and now - session.last_traffic >= self.idle_timeout_s
+            ):
                 idle.append(session)
         for session, (code, reason) in expired:
             log_event(
@@ -412,7 +423,8 @@ class Registry:
         detached with its old debug stream ended."""
         for session in self._by_function.get(function_id, ()):
             if session.state is SessionState.WAITING or (
-                    session.state is SessionState.DETACHED and session.stream_ended):
+                session.state is SessionState.DETACHED and session.stream_ended
+            ):
                 return session
         return None
 

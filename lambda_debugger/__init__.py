@@ -10,7 +10,6 @@ import os as _os
 __version__ = "0.1.0"
 
 
-
 def active(environ) -> bool:
     """Whether ``DEBUGGER_ACTIVE`` turns debugging on."""
     return environ.get("DEBUGGER_ACTIVE", "").strip().lower() not in ("", "false", "0")

@@ -200,7 +200,9 @@ async def test_debugger_first_pairs_and_relays_both_ways(broker):
     dbg = await broker.debugger("my-fn")
     assert_armed(await control(dbg), "my-fn")
     deadline = deadline_ms()
-    lam = await broker.lambda_("my-fn", "req-1", deadline_ms=deadline, function_name="my-function", runtime="python3.12")
+    lam = await broker.lambda_(
+        "my-fn", "req-1", deadline_ms=deadline, function_name="my-function", runtime="python3.12"
+    )
     expected = Paired("my-fn", "req-1", deadline, "my-function", "python3.12")
     assert await control(lam) == expected
     assert await control(dbg) == expected
@@ -417,7 +419,9 @@ async def test_a_misbehaving_side_is_dropped_without_waiting_for_its_close(broke
     dbg = await broker.debugger()
     assert_armed(await control(dbg), "fn")
     lam = await asyncio.to_thread(
-        websocket.create_connection, broker.url("lambda", "/lambda/fn"), header=["Authorization: Bearer " + LAMBDA_TOKEN]
+        websocket.create_connection,
+        broker.url("lambda", "/lambda/fn"),
+        header=["Authorization: Bearer " + LAMBDA_TOKEN],
     )
     try:
         await asyncio.to_thread(lam.send, encode(Invocation(request_id="req-1", deadline_ms=deadline_ms())))
@@ -690,8 +694,24 @@ def test_tls(tmp_path):
         pytest.skip("openssl is not installed")
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
         check=True,
         capture_output=True,
     )
@@ -763,7 +783,9 @@ def test_config_from_environ_and_validation(tmp_path):
         BrokerConfig.from_environ({"BROKER_LAMBDA_TOKEN": "x"}).validate()
     BrokerConfig.from_environ({}, insecure=True).validate()
     with pytest.raises(ConfigError, match="must differ"):
-        BrokerConfig.from_environ({"BROKER_LAMBDA_TOKEN": "same", "BROKER_DEBUGGER_TOKEN": "same"}, insecure=True).validate()
+        BrokerConfig.from_environ(
+            {"BROKER_LAMBDA_TOKEN": "same", "BROKER_DEBUGGER_TOKEN": "same"}, insecure=True
+        ).validate()
 
     cert = tmp_path / "cert.pem"
     cert.write_text("not really")
@@ -810,8 +832,18 @@ def test_module_runs_announces_and_stops_on_sigterm():
     env.pop("BROKER_LAMBDA_TOKEN", None)
     env.pop("BROKER_DEBUGGER_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker_server", "--insecure", "--host", "127.0.0.1", "--lambda-port", "0",
-         "--debugger-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "broker_server",
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--lambda-port",
+            "0",
+            "--debugger-port",
+            "0",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -24,22 +24,40 @@ def test_sessions_lists_what_the_broker_holds(broker, make_function, capsys):
     assert main(["sessions", "--broker", "127.0.0.1:%d" % broker.debugger_port, "--token", DEBUGGER_TOKEN]) == 0
     table = capsys.readouterr().out
     assert "FUNCTION ID" in table and "waiting" in table and waiting[0]["request_id"] in table
-    assert main(["sessions", "--json", "--broker", "127.0.0.1:%d" % broker.debugger_port,
-                 "--token", DEBUGGER_TOKEN]) == 0
+    assert (
+        main(["sessions", "--json", "--broker", "127.0.0.1:%d" % broker.debugger_port, "--token", DEBUGGER_TOKEN]) == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["state"] == "waiting"
     function.local.close()  # the invocation gives up; nothing is left waiting
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):
         future.result(timeout=10)
 
 
 def test_the_sessions_table_shows_state_time_left_and_debuggers():
     now = 1_800_000_000.0
-    table = format_sessions([
-        {"function_id": "orders", "state": "detached", "request_id": "req-1", "function_name": "orders-fn",
-         "since": now - 12, "deadline_ms": int((now + 95.4) * 1000), "attachments": 1},
-        {"function_id": "orders", "state": "armed", "request_id": None, "function_name": None,
-         "since": now - 3, "deadline_ms": None, "attachments": 0},
-    ], now=now)
+    table = format_sessions(
+        [
+            {
+                "function_id": "orders",
+                "state": "detached",
+                "request_id": "req-1",
+                "function_name": "orders-fn",
+                "since": now - 12,
+                "deadline_ms": int((now + 95.4) * 1000),
+                "attachments": 1,
+            },
+            {
+                "function_id": "orders",
+                "state": "armed",
+                "request_id": None,
+                "function_name": None,
+                "since": now - 3,
+                "deadline_ms": None,
+                "attachments": 0,
+            },
+        ],
+        now=now,
+    )
     assert table.splitlines() == [
         "FUNCTION ID  STATE     REQUEST ID  FUNCTION   AGE   TIME LEFT  DEBUGGERS",
         "orders       detached  req-1       orders-fn  12 s  95 s       1",
@@ -47,10 +65,13 @@ def test_the_sessions_table_shows_state_time_left_and_debuggers():
     ]
 
 
-@pytest.mark.parametrize("token, message", [
-    (LAMBDA_TOKEN, "refused the debugger token (HTTP 401)"),
-    (None, "refused the debugger token (HTTP 401)"),
-])
+@pytest.mark.parametrize(
+    "token, message",
+    [
+        (LAMBDA_TOKEN, "refused the debugger token (HTTP 401)"),
+        (None, "refused the debugger token (HTTP 401)"),
+    ],
+)
 def test_sessions_needs_the_debugger_token(broker, capsys, monkeypatch, token, message):
     monkeypatch.delenv("BROKER_DEBUGGER_TOKEN", raising=False)
     argv = ["sessions", "--broker", "127.0.0.1:%d" % broker.debugger_port] + (["--token", token] if token else [])
@@ -64,15 +85,18 @@ def test_sessions_reports_an_unreachable_broker(capsys):
     assert "cannot reach the broker" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["attach", "bad id", "--broker", "b"], "function ID must match"),
-    (["attach", "fn", "--broker", "b:notaport"], "broker port must be a number"),
-    (["attach", "fn", "--broker", "b", "--listen", "127.0.0.1:x"], "--listen must be host:port"),
-    (["local", "nodot", "--wait-max", "0"], "HANDLER must look like path/module.function"),
-    (["local", "examples/missing.handler"], "no module for 'examples/missing.handler'"),
-    (["local", "examples/hello.handler", "--event", "/nonexistent.json"], "cannot read the event file"),
-    (["local", "examples/hello.handler", "--event", "setup.cfg"], "is not JSON"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["attach", "bad id", "--broker", "b"], "function ID must match"),
+        (["attach", "fn", "--broker", "b:notaport"], "broker port must be a number"),
+        (["attach", "fn", "--broker", "b", "--listen", "127.0.0.1:x"], "--listen must be host:port"),
+        (["local", "nodot", "--wait-max", "0"], "HANDLER must look like path/module.function"),
+        (["local", "examples/missing.handler"], "no module for 'examples/missing.handler'"),
+        (["local", "examples/hello.handler", "--event", "/nonexistent.json"], "cannot read the event file"),
+        (["local", "examples/hello.handler", "--event", "setup.cfg"], "is not JSON"),
+    ],
+)
 def test_bad_arguments_get_a_clear_error(capsys, monkeypatch, argv, message):
     monkeypatch.chdir(REPO)
     assert main(argv) == 2
@@ -80,9 +104,23 @@ def test_bad_arguments_get_a_clear_error(capsys, monkeypatch, argv, message):
 
 
 def run_local(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "lambda_debugger", "local", "examples/hello.handler",
-                             "--event", "examples/event.json", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lambda_debugger",
+            "local",
+            "examples/hello.handler",
+            "--event",
+            "examples/event.json",
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_local_mode_stops_at_a_breakpoint_and_prints_the_response():
@@ -123,12 +161,27 @@ def test_attach_warns_of_a_missing_token_and_a_listen_address_beyond_loopback(tm
     env = {k: v for k, v in os.environ.items() if k != "BROKER_DEBUGGER_TOKEN"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lambda_debugger", "attach", "fn", "--broker", "127.0.0.1:%d" % free_port(),
-             "--listen", "0.0.0.0:%d" % free_port()],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "lambda_debugger",
+                "attach",
+                "fn",
+                "--broker",
+                "127.0.0.1:%d" % free_port(),
+                "--listen",
+                "0.0.0.0:%d" % free_port(),
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        output = wait_until(lambda: "listening for the IDE" in log_path.read_text() and log_path.read_text(),
-                            15, "the bridge to listen")
+        output = wait_until(
+            lambda: "listening for the IDE" in log_path.read_text() and log_path.read_text(), 15, "the bridge to listen"
+        )
     finally:
         stop_process(process)
     assert "warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file)" in output

@@ -18,19 +18,27 @@ def request(seq, command, **arguments):
 
 
 def response(seq, request_seq, command, success=True, body=None):
-    return {"seq": seq, "type": "response", "request_seq": request_seq, "command": command, "success": success,
-            "body": body or {}}
+    return {
+        "seq": seq,
+        "type": "response",
+        "request_seq": request_seq,
+        "command": command,
+        "success": success,
+        "body": body or {},
+    }
 
 
 @settings(max_examples=100, deadline=None)
-@given(texts=st.lists(st.text(max_size=500), min_size=1, max_size=10),
-       cuts=st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30))
+@given(
+    texts=st.lists(st.text(max_size=500), min_size=1, max_size=10),
+    cuts=st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30),
+)
 def test_the_reader_returns_each_message_once_whatever_the_chunking(texts, cuts):
     messages = [{"seq": i, "type": "event", "event": "output", "body": {"output": t}} for i, t in enumerate(texts)]
     stream = b"".join(encode_message(m) for m in messages)
     reader, got, position, step = dap.MessageReader(), [], 0, 0
     while position < len(stream):
-        chunk = stream[position:position + cuts[step % len(cuts)]]
+        chunk = stream[position : position + cuts[step % len(cuts)]]
         position, step = position + len(chunk), step + 1
         got += reader.feed(chunk)
     assert got == messages and reader.at_boundary
@@ -66,13 +74,16 @@ def test_the_ending_says_why_answers_what_is_pending_then_exited_and_terminated(
     talk = dap.Conversation()
     talk.ide_sent(encode_message(request(5, "continue")) + encode_message(request(6, "evaluate")))
     messages = FrameParser().feed(talk.ending("the handler's process ended (exit status 3)", exit_code=3))
-    assert [m.get("event") or m["type"] for m in messages] == ["output", "response", "response", "exited",
-                                                                "terminated"]
+    assert [m.get("event") or m["type"] for m in messages] == ["output", "response", "response", "exited", "terminated"]
     output, first, second, exited, _ = messages
-    assert output["body"] == {"category": "console",
-                              "output": "lambda-debugger: the handler's process ended (exit status 3)\n"}
+    assert output["body"] == {
+        "category": "console",
+        "output": "lambda-debugger: the handler's process ended (exit status 3)\n",
+    }
     assert [(r["request_seq"], r["command"], r["success"]) for r in (first, second)] == [
-        (5, "continue", False), (6, "evaluate", False)]
+        (5, "continue", False),
+        (6, "evaluate", False),
+    ]
     assert "body" not in first  # not a start request: no dialog
     assert first["message"] == "the handler's process ended (exit status 3)"
     assert exited["body"] == {"exitCode": 3}
@@ -91,8 +102,10 @@ def test_no_exit_code_no_exited_event_and_a_failed_start_shows_a_dialog():
 
 def test_events_the_adapter_sent_itself_are_not_sent_again():
     talk = dap.Conversation()
-    talk.adapter_sent(encode_message({"seq": 9, "type": "event", "event": "exited", "body": {"exitCode": 0}})
-                      + encode_message({"seq": 10, "type": "event", "event": "terminated"}))
+    talk.adapter_sent(
+        encode_message({"seq": 9, "type": "event", "event": "exited", "body": {"exitCode": 0}})
+        + encode_message({"seq": 10, "type": "event", "event": "terminated"})
+    )
     messages = FrameParser().feed(talk.ending("the handler returned", exit_code=0))
     assert [m.get("event") or m["type"] for m in messages] == ["output"]
 

@@ -18,7 +18,12 @@ import uuid
 import pytest
 
 from tests.support.dap_client import (
-    DapClient, DapConnectionClosed, DapError, FrameError, FrameParser, encode_message,
+    DapClient,
+    DapConnectionClosed,
+    DapError,
+    FrameError,
+    FrameParser,
+    encode_message,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,7 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 MODES = ["in_process", "adapter"]
 TAG_VAR = "LAMBDA_DEBUGGER_TEST_TAG"
 
-DEBUGGEE = '''\
+DEBUGGEE = """\
 import os
 import sys
 import time
@@ -56,11 +61,12 @@ def main():
 
 
 main()
-'''
+"""
 BREAK_LINE = DEBUGGEE.splitlines().index("    total = x + y  # BREAK") + 1
 
 
 # -- framing, no sockets -------------------------------------------------------
+
 
 def frame(message):
     return encode_message(message)
@@ -71,7 +77,7 @@ def test_parser_reassembles_frames_split_at_every_byte():
     parser = FrameParser()
     out = []
     for i in range(len(data)):
-        out += parser.feed(data[i:i + 1])
+        out += parser.feed(data[i : i + 1])
     assert out == [{"seq": 1, "type": "event", "event": "x", "body": {"text": "é" * 10}}]
 
 
@@ -88,15 +94,18 @@ def test_parser_accepts_other_headers_and_any_case():
     assert FrameParser().feed(data) == [{"seq": 1}]
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"Content-Length 5\r\n\r\n{}", "malformed header line"),
-    (b"Content-Length: abc\r\n\r\n{}", "bad Content-Length"),
-    (b"Content-Length: -2\r\n\r\n{}", "bad Content-Length"),
-    (b"Content-Type: x\r\n\r\n{}", "without Content-Length"),
-    (b"Content-Length: 3\r\n\r\n{x}", "not valid JSON"),
-    (b"Content-Length: 2\r\n\r\n[]", "not a JSON object"),
-    (b"X" * 9000, "no end of header"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"Content-Length 5\r\n\r\n{}", "malformed header line"),
+        (b"Content-Length: abc\r\n\r\n{}", "bad Content-Length"),
+        (b"Content-Length: -2\r\n\r\n{}", "bad Content-Length"),
+        (b"Content-Type: x\r\n\r\n{}", "without Content-Length"),
+        (b"Content-Length: 3\r\n\r\n{x}", "not valid JSON"),
+        (b"Content-Length: 2\r\n\r\n[]", "not a JSON object"),
+        (b"X" * 9000, "no end of header"),
+    ],
+)
 def test_parser_rejects_malformed_input(data, match):
     with pytest.raises(FrameError, match=match):
         FrameParser().feed(data)
@@ -104,20 +113,31 @@ def test_parser_rejects_malformed_input(data, match):
 
 # -- the client over a socketpair ---------------------------------------------------
 
+
 def test_client_keeps_early_events_and_raises_on_failed_response():
     ours, theirs = socket.socketpair()
     with DapClient(ours) as client:
-        theirs.sendall(frame({"seq": 1, "type": "event", "event": "output",
-                              "body": {"category": "stdout", "output": "hi\n"}}))
+        theirs.sendall(
+            frame({"seq": 1, "type": "event", "event": "output", "body": {"category": "stdout", "output": "hi\n"}})
+        )
         seq = client.send_request("evaluate", {"expression": "1/0"})
         parser = FrameParser()
         request = []
         while not request:
             request = parser.feed(theirs.recv(4096))
-        assert request[0] == {"seq": seq, "type": "request", "command": "evaluate",
-                              "arguments": {"expression": "1/0"}}
-        theirs.sendall(frame({"seq": 2, "type": "response", "request_seq": seq, "success": False,
-                              "command": "evaluate", "message": "ZeroDivisionError"}))
+        assert request[0] == {"seq": seq, "type": "request", "command": "evaluate", "arguments": {"expression": "1/0"}}
+        theirs.sendall(
+            frame(
+                {
+                    "seq": 2,
+                    "type": "response",
+                    "request_seq": seq,
+                    "success": False,
+                    "command": "evaluate",
+                    "message": "ZeroDivisionError",
+                }
+            )
+        )
         with pytest.raises(DapError, match="evaluate: ZeroDivisionError"):
             client.wait_response(seq, timeout=5)
         assert client.wait_event("output", timeout=5)["body"]["output"] == "hi\n"
@@ -138,6 +158,7 @@ def test_client_reports_malformed_frame_to_waiters():
 
 
 # -- real debugpy ---------------------------------------------------------------------
+
 
 def _tagged_pids(tag):
     """PIDs of live processes whose environment carries ``tag``."""
@@ -167,10 +188,16 @@ class Debuggee:
         env[TAG_VAR] = self.tag
         self.proc = subprocess.Popen(
             [sys.executable, str(self.script), mode, str(self.port_file), str(self.gate) if gate else "-"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.stdout, self.stderr = [], []
-        self._readers = [threading.Thread(target=self._collect, args=(s, out), daemon=True)
-                         for s, out in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        self._readers = [
+            threading.Thread(target=self._collect, args=(s, out), daemon=True)
+            for s, out in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
+        ]
         for reader in self._readers:
             reader.start()
 

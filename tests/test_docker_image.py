@@ -99,7 +99,8 @@ def exec_form(text: str, what: str) -> List[str]:
     except ValueError:
         value = None
     assert isinstance(value, list) and value and all(isinstance(v, str) for v in value), (
-        "%s must be in exec form, a JSON array of strings: %s" % (what, text))
+        "%s must be in exec form, a JSON array of strings: %s" % (what, text)
+    )
     return value
 
 
@@ -148,8 +149,7 @@ def variables(instruction: Instruction) -> Dict[str, str]:
 
 def copy_parts(instruction: Instruction):
     """(options, sources, destination) of a COPY line."""
-    words = (exec_form(instruction.rest, "COPY") if instruction.rest.startswith("[")
-             else shlex.split(instruction.rest))
+    words = exec_form(instruction.rest, "COPY") if instruction.rest.startswith("[") else shlex.split(instruction.rest)
     options = dict(w[2:].split("=", 1) for w in words if w.startswith("--"))
     paths = [w for w in words if not w.startswith("--")]
     return options, paths[:-1], paths[-1]
@@ -200,7 +200,7 @@ def pattern_regex(pattern: str) -> str:
             regex, i = regex + "[^/]", i + 1
         elif pattern[i] == "[":
             end = pattern.index("]", i)
-            regex, i = regex + pattern[i:end + 1], end + 1
+            regex, i = regex + pattern[i : end + 1], end + 1
         else:
             regex, i = regex + re.escape(pattern[i]), i + 1
     return regex + "$"
@@ -257,18 +257,29 @@ def test_no_secret_is_baked_in(stages):
         for instruction in stage.all("ENV") + stage.all("ARG"):
             for name, value in variables(instruction).items():
                 assert not (SECRET_NAME.search(name) and value), (
-                    "line %d bakes %s into the image; pass it at run time" % (instruction.line, name))
+                    "line %d bakes %s into the image; pass it at run time" % (instruction.line, name)
+                )
     with open(DOCKERFILE) as source:
         text = source.read()
     assert LAMBDA_TOKEN not in text and DEBUGGER_TOKEN not in text and "Bearer" not in text
     final = stages[-1]
-    for argv in (final.last("ENTRYPOINT").exec_form(), final.last("CMD").exec_form(),
-                 healthcheck_parts(final.last("HEALTHCHECK"))[1]):
+    for argv in (
+        final.last("ENTRYPOINT").exec_form(),
+        final.last("CMD").exec_form(),
+        healthcheck_parts(final.last("HEALTHCHECK"))[1],
+    ):
         assert "--insecure" not in argv
     # Secrets lying around the working tree never reach the build context.
     rules = ignore_rules()
-    for path in (".env", "broker.env", "certs/privkey.pem", "lambda_debugger/server.key",
-                 "secrets/broker_lambda_token", "debugger-token.txt", "tls/broker.crt"):
+    for path in (
+        ".env",
+        "broker.env",
+        "certs/privkey.pem",
+        "lambda_debugger/server.key",
+        "secrets/broker_lambda_token",
+        "debugger-token.txt",
+        "tls/broker.crt",
+    ):
         assert ignored(path, rules), ".dockerignore lets %s into the build context" % path
 
 
@@ -279,7 +290,7 @@ def test_copies_only_the_package_sources(stages):
         for instruction in stage.all("COPY"):
             options, sources, destination = copy_parts(instruction)
             if "from" in options:
-                assert options["from"] in names[:stages.index(stage)], "COPY --from names no earlier stage"
+                assert options["from"] in names[: stages.index(stage)], "COPY --from names no earlier stage"
                 assert sources == [destination], "a venv cannot move: copy it to the same path"
                 continue
             for source in sources:
@@ -288,7 +299,8 @@ def test_copies_only_the_package_sources(stages):
                 assert not re.search(r"\.(pem|key|env)$|token|secret", source, re.IGNORECASE), source
                 assert os.path.exists(os.path.join(REPO, source)), "COPY names a missing file: %s" % source
                 assert not ignored(os.path.normpath(source), rules), (
-                    ".dockerignore excludes %s, which the Dockerfile copies: the build would fail" % source)
+                    ".dockerignore excludes %s, which the Dockerfile copies: the build would fail" % source
+                )
 
 
 def test_entrypoint_cmd_and_healthcheck(stages):
@@ -372,9 +384,11 @@ class Image:
         for source in sources:
             origin = os.path.join(REPO, source)
             if os.path.isdir(origin):  # Docker copies a folder's contents
+
                 def skip(folder, names):
                     relative = os.path.relpath(folder, REPO)
                     return [n for n in names if ignored(os.path.normpath(os.path.join(relative, n)), rules)]
+
                 shutil.copytree(origin, target, ignore=skip, dirs_exist_ok=True)
             else:
                 os.makedirs(target if destination.endswith("/") else os.path.dirname(target), exist_ok=True)
@@ -399,8 +413,16 @@ class Image:
                 timeout = 180
             else:
                 pytest.fail("RUN step the test cannot replay (line %d): %s" % (instruction.line, step))
-            done = subprocess.run(self.command(argv, env), env=env, cwd=self.root, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            done = subprocess.run(
+                self.command(argv, env),
+                env=env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
             assert done.returncode == 0, "%s failed:\n%s" % (step, done.stdout.decode(errors="replace"))
 
     def prune(self, keep: List[str]) -> None:
@@ -441,12 +463,26 @@ def test_the_runtime_has_the_venv_and_not_the_sources(image):
     venv = image.root + image.venvs[-1]
     assert not os.path.exists(image.root + "/tmp/src"), "the sources must stay in the build stage"
     probe = "import broker_server, tornado; print(broker_server.__file__)"
-    done = subprocess.run(image.command(["python", "-c", probe], image.env, resolve=True), env=image.env,
-                          cwd=image.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False)
+    done = subprocess.run(
+        image.command(["python", "-c", probe], image.env, resolve=True),
+        env=image.env,
+        cwd=image.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout
     assert done.stdout.decode().startswith(venv + "/"), "broker_server comes from elsewhere: %s" % done.stdout
-    check = subprocess.run([venv + "/bin/python", "-m", "pip", "check"], env=image.env, cwd=image.root,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False)
+    check = subprocess.run(
+        [venv + "/bin/python", "-m", "pip", "check"],
+        env=image.env,
+        cwd=image.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=60,
+        check=False,
+    )
     assert check.returncode == 0, check.stdout
 
 
@@ -464,12 +500,23 @@ class Broker:
         # Appended, so they override CMD's --host 0.0.0.0 and the default
         # ports (argparse keeps the last value): the test listens on loopback
         # and on free ports only.
-        overrides = ["--host", "127.0.0.1", "--lambda-port", str(self.lambda_port),
-                     "--debugger-port", str(self.debugger_port)]
+        overrides = [
+            "--host",
+            "127.0.0.1",
+            "--lambda-port",
+            str(self.lambda_port),
+            "--debugger-port",
+            str(self.debugger_port),
+        ]
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(image.command(entrypoint, env, resolve=True) + args + overrides, env=env,
-                                        cwd=image.root, stdin=subprocess.DEVNULL, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            image.command(entrypoint, env, resolve=True) + args + overrides,
+            env=env,
+            cwd=image.root,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until(self._healthy, 20, "the broker's /healthz")
         except BaseException:
@@ -501,9 +548,16 @@ class Broker:
         """The image's HEALTHCHECK command, unmodified, as Docker runs it (within its --timeout)."""
         options, command = healthcheck_parts(self.image.stages[-1].last("HEALTHCHECK"))
         env = dict(self.env, **{HEALTHCHECK_URL_VARIABLE: self.url(self.debugger_port, "/healthz")})
-        return subprocess.run(self.image.command(command, env, resolve=True), env=env, cwd=self.image.root,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=seconds(options.get("timeout", "30s")), check=False)
+        return subprocess.run(
+            self.image.command(command, env, resolve=True),
+            env=env,
+            cwd=self.image.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=seconds(options.get("timeout", "30s")),
+            check=False,
+        )
 
     def stop(self) -> Optional[int]:
         stop_process(self.process)
@@ -552,8 +606,12 @@ def test_tokens_from_mounted_files(image, tmp_path):
         with open(os.path.join(secrets, name), "w") as secret:
             secret.write(token)
         os.chmod(os.path.join(secrets, name), 0o400)
-    args = ["--lambda-token-file", secrets + "/broker_lambda_token",
-            "--debugger-token-file", secrets + "/broker_debugger_token"]
+    args = [
+        "--lambda-token-file",
+        secrets + "/broker_lambda_token",
+        "--debugger-token-file",
+        secrets + "/broker_debugger_token",
+    ]
     check_served_and_healthy(Broker(image, args, container_env(image), str(tmp_path / "broker.log")))
 
 

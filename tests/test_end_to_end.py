@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.dap_client import DapConnectionClosed, DapError, encode_message
 from tests.support.chain import LAMBDA_TOKEN, REPO, break_line, free_port, wait_until
+from tests.support.dap_client import DapConnectionClosed, DapError, encode_message
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.chain]
 
@@ -130,15 +130,18 @@ def test_child_that_dies_ends_the_invocation_promptly(broker, start_bridge, make
     assert error["errorMessage"] == "RequestId: %s Error: Runtime exited with error: exit status 3" % result.request_id
     assert error["stackTrace"] == []
     assert "session ended: the handler's process ended (exit status 3)" in wait_until(
-        lambda: "session ended" in bridge.output() and bridge.output(), 10, "bridge end")
+        lambda: "session ended" in bridge.output() and bridge.output(), 10, "bridge end"
+    )
     # The Lambda process itself survives and serves the next invocation.
     assert function.local.cold_starts == 1
 
 
 def test_context_and_trace_id_in_the_child_match_the_runtime(broker, start_bridge, make_function):
-    options = dict(trace_id="Root=1-5f84c7a1-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1",
-                   client_context={"custom": {"k": "v"}},
-                   cognito_identity={"cognitoIdentityId": "id-1", "cognitoIdentityPoolId": "pool-1"})
+    options = dict(
+        trace_id="Root=1-5f84c7a1-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1",
+        client_context={"custom": {"k": "v"}},
+        cognito_identity={"cognitoIdentityId": "id-1", "cognitoIdentityPoolId": "pool-1"},
+    )
     plain = json.loads(make_function("app.describe", folder="plain").invoke({}, **options).payload)
     bridge = start_bridge()
     function = make_function("app.describe", broker=broker)
@@ -152,8 +155,17 @@ def test_context_and_trace_id_in_the_child_match_the_runtime(broker, start_bridg
     assert debugged["trace_id"] == options["trace_id"]
     expected_remaining = debugged["deadline_ms"] - time.time() * 1000
     assert 0 < debugged["remaining_ms"] and debugged["remaining_ms"] >= expected_remaining
-    for key in ("function_name", "function_version", "invoked_function_arn", "memory_limit_in_mb",
-                "log_group_name", "tenant_id", "cognito_identity_id", "custom", "trace_id"):
+    for key in (
+        "function_name",
+        "function_version",
+        "invoked_function_arn",
+        "memory_limit_in_mb",
+        "log_group_name",
+        "tenant_id",
+        "cognito_identity_id",
+        "custom",
+        "trace_id",
+    ):
         assert debugged[key] == plain[key], key
     assert "[$LATEST]" in debugged["log_stream_name"]  # each environment has its own stream
 
@@ -192,7 +204,8 @@ def test_ide_that_vanishes_at_a_breakpoint_does_not_hang_the_handler(broker, sta
 
 
 def test_a_new_debugger_attaches_to_the_running_invocation_after_the_first_vanished(
-        broker, start_bridge, make_function):
+    broker, start_bridge, make_function
+):
     bridge = start_bridge(once=False)
     function = make_function("app.loop", broker=broker)
     result_future = function.invoke_async({"rounds": 100})  # about 5 s of work
@@ -259,16 +272,22 @@ def test_lambda_token_cannot_attach_a_debugger(broker, start_bridge):
 # Fallbacks: the invocation runs normally and the added time is bounded -------
 
 
-@pytest.mark.parametrize("env, log_line, max_added_s", [
-    ({"DEBUGGER_WAIT_MAX": "500"}, "no debugger attached in time; running normally", 1.5),
-    ({"DEBUGGER_AUTH_TOKEN": "wrong-token"}, "unauthorized (4001): lambda token missing or wrong", 1.0),
-    ({"DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % free_port()}, "broker unreachable", 1.0),
-    ({"DEBUGGER_BROKER_ADDRESS": "broker.slow-dns.test:8080", "PYTHONPATH": SLOW_DNS_PATH},
-     "DNS lookup of broker.slow-dns.test took longer than 1.0 s); running normally", 1.5),
-    ({"DEBUGGER_FUNCTION_ID": "not valid!"}, "DEBUGGER_FUNCTION_ID must match", 0.5),
-    ({"DEBUGGER_WAIT_MAX": "soon"}, "DEBUGGER_WAIT_MAX must be a whole number", 0.5),
-    ({"DEBUGGER_BROKER_ADDRESS": ""}, "DEBUGGER_BROKER_ADDRESS is not set", 0.5),
-])
+@pytest.mark.parametrize(
+    "env, log_line, max_added_s",
+    [
+        ({"DEBUGGER_WAIT_MAX": "500"}, "no debugger attached in time; running normally", 1.5),
+        ({"DEBUGGER_AUTH_TOKEN": "wrong-token"}, "unauthorized (4001): lambda token missing or wrong", 1.0),
+        ({"DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % free_port()}, "broker unreachable", 1.0),
+        (
+            {"DEBUGGER_BROKER_ADDRESS": "broker.slow-dns.test:8080", "PYTHONPATH": SLOW_DNS_PATH},
+            "DNS lookup of broker.slow-dns.test took longer than 1.0 s); running normally",
+            1.5,
+        ),
+        ({"DEBUGGER_FUNCTION_ID": "not valid!"}, "DEBUGGER_FUNCTION_ID must match", 0.5),
+        ({"DEBUGGER_WAIT_MAX": "soon"}, "DEBUGGER_WAIT_MAX must be a whole number", 0.5),
+        ({"DEBUGGER_BROKER_ADDRESS": ""}, "DEBUGGER_BROKER_ADDRESS is not set", 0.5),
+    ],
+)
 def test_fallbacks_return_the_normal_result(broker, make_function, env, log_line, max_added_s):
     plain = make_function(folder="plain")
     plain.invoke()  # warm, so that both timings exclude the cold start
@@ -288,8 +307,10 @@ def test_an_unsupported_debugpy_is_named_once_and_the_function_runs_normally(bro
     results = [function.invoke() for _ in range(2)]
     assert all(r.ok and r.payload == expected.payload for r in results)
     logs = function.logs()
-    line = ("debugpy 1.8.6 cannot serve; lambda-debugger needs debugpy>=1.8.1,!=1.8.6,<2; every invocation runs"
-            " normally, without the debugger")
+    line = (
+        "debugpy 1.8.6 cannot serve; lambda-debugger needs debugpy>=1.8.1,!=1.8.6,<2; every invocation runs"
+        " normally, without the debugger"
+    )
     assert logs.count(line) == 1
     assert "waiting up to" not in logs  # it never dialled the broker
     assert broker.sessions() == []
@@ -300,8 +321,11 @@ def test_an_unsupported_debugpy_found_only_on_import_is_told_to_the_ide(broker, 
     future = function.invoke_async()
     client = start_bridge().connect()
     seq = client.send_request("initialize", {"adapterID": "debugpy"})
-    with pytest.raises(DapError, match=r"debugpy 1.8.6 cannot serve; lambda-debugger needs debugpy>=1.8.1,!=1.8.6,<2;"
-                                       " the invocation runs without the debugger"):
+    with pytest.raises(
+        DapError,
+        match=r"debugpy 1.8.6 cannot serve; lambda-debugger needs debugpy>=1.8.1,!=1.8.6,<2;"
+        " the invocation runs without the debugger",
+    ):
         client.wait_response(seq, timeout=30)
     assert future.result(timeout=30).ok
     assert "debugpy 1.8.6 cannot serve" in function.logs()
@@ -325,7 +349,7 @@ def test_debugger_leaving_before_the_handler_starts_means_a_normal_run(broker, s
     assert logs.count("stdout line from ") == 1
 
 
-ISOLATION_HANDLER = '''\
+ISOLATION_HANDLER = """\
 import os
 import socket
 
@@ -351,7 +375,7 @@ def handler(event, context):
 
 
 import lambda_debugger
-'''
+"""
 
 
 class LineServer:
@@ -391,8 +415,11 @@ def test_the_child_never_shares_the_functions_connections(broker, start_bridge, 
     server = LineServer()
     try:
         # DEBUGGER_WAIT_MAX=0: an invocation pairs only with a debugger already armed.
-        function = make_function(broker=broker, source=ISOLATION_HANDLER, env={
-            "LINE_SERVER_PORT": str(server.port), "DEBUGGER_WAIT_MAX": "0"})
+        function = make_function(
+            broker=broker,
+            source=ISOLATION_HANDLER,
+            env={"LINE_SERVER_PORT": str(server.port), "DEBUGGER_WAIT_MAX": "0"},
+        )
         client = start_bridge().connect()
         with ThreadPoolExecutor(1) as pool:
             attached = pool.submit(client.attach_and_configure, {}, timeout=30)
@@ -427,8 +454,7 @@ def test_values_pickle_cannot_carry_are_returned_byte_identical(broker, start_br
     assert result.ok and result.payload == expected.payload == b'{"name": "Ada Lovelace"}'
 
 
-def test_a_peer_that_never_finishes_attaching_costs_at_most_the_handlers_share(broker, start_bridge,
-                                                                                make_function):
+def test_a_peer_that_never_finishes_attaching_costs_at_most_the_handlers_share(broker, start_bridge, make_function):
     # 6 s function: the handler keeps 1 s whatever happens, so the attach
     # must give up by 5 s even though a debugger paired.
     function = make_function(broker=broker, timeout_s=6, env={"DEBUGGER_WAIT_MAX": "1000"})

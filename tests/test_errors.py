@@ -23,6 +23,7 @@ class NeedsTwoArgs(Exception):
 def raise_it(exc):
     def inner():
         raise exc
+
     inner()
 
 
@@ -40,8 +41,9 @@ def test_rebuilt_exception_reads_like_the_original(original):
     assert type(rebuilt).__name__ == type(original).__name__
     assert str(rebuilt) == str(original)
     rebuilt_frames = traceback.extract_tb(rebuilt.__traceback__)
-    assert [(f.filename, f.lineno, f.name, f.line) for f in rebuilt_frames] == \
-        [(f.filename, f.lineno, f.name, f.line) for f in frames]
+    assert [(f.filename, f.lineno, f.name, f.line) for f in rebuilt_frames] == [
+        (f.filename, f.lineno, f.name, f.line) for f in frames
+    ]
 
 
 def test_picklable_exceptions_come_back_as_themselves():
@@ -56,10 +58,16 @@ def test_unpicklable_exceptions_get_a_stand_in_with_the_same_name():
     assert not isinstance(rebuilt, NeedsTwoArgs) and type(rebuilt).__name__ == "NeedsTwoArgs"
 
 
-@pytest.mark.parametrize("exitcode, text", [
-    (3, "exit status 3"), (0, "exit status 0"), (-signal.SIGKILL, "signal: killed"),
-    (-signal.SIGSEGV, "signal: segmentation fault"), (-signal.SIGUSR1, "signal: user defined signal 1"),
-])
+@pytest.mark.parametrize(
+    "exitcode, text",
+    [
+        (3, "exit status 3"),
+        (0, "exit status 0"),
+        (-signal.SIGKILL, "signal: killed"),
+        (-signal.SIGSEGV, "signal: segmentation fault"),
+        (-signal.SIGUSR1, "signal: user defined signal 1"),
+    ],
+)
 def test_exit_errors_read_like_lambdas(exitcode, text):
     exc = errors.exit_error("req-1", exitcode)
     # awslambdaric's FaultException: the runtime reports it with no stack trace

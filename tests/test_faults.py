@@ -110,8 +110,14 @@ def test_an_armed_bridge_outlasts_the_brokers_pings(own_broker):
     out = io.StringIO()
     # A socket timeout shorter than the ping interval: a ping alone must not
     # leave the bridge in a read that then times out.
-    bridge = AttachBridge("orders", "127.0.0.1:%d" % broker.debugger_port, token=DEBUGGER_TOKEN,
-                          listen=("127.0.0.1", 0), out=out, connect_timeout_s=0.5)
+    bridge = AttachBridge(
+        "orders",
+        "127.0.0.1:%d" % broker.debugger_port,
+        token=DEBUGGER_TOKEN,
+        listen=("127.0.0.1", 0),
+        out=out,
+        connect_timeout_s=0.5,
+    )
     stop = threading.Event()
     serving = threading.Thread(target=bridge.serve, kwargs={"stop": stop}, daemon=True)
     serving.start()

@@ -25,22 +25,28 @@ class RelayedSession:
     def __init__(self, broker, number):
         function_id = "fuzz-%d" % number
         self.lam = websocket.create_connection(
-            "ws://127.0.0.1:%d/lambda/%s" % (broker.lambda_port, function_id), timeout=10,
-            header=protocol.bearer(LAMBDA_TOKEN))
+            "ws://127.0.0.1:%d/lambda/%s" % (broker.lambda_port, function_id),
+            timeout=10,
+            header=protocol.bearer(LAMBDA_TOKEN),
+        )
         self.lam.send(protocol.encode(protocol.Invocation("req-%d" % number, 2**41, wait_ms=60000)))
         self.dbg = websocket.create_connection(
-            "ws://127.0.0.1:%d/debug/%s" % (broker.debugger_port, function_id), timeout=10,
-            header=protocol.bearer(DEBUGGER_TOKEN))
+            "ws://127.0.0.1:%d/debug/%s" % (broker.debugger_port, function_id),
+            timeout=10,
+            header=protocol.bearer(DEBUGGER_TOKEN),
+        )
         for ws in (self.lam, self.dbg):
             assert isinstance(protocol.decode(ws.recv()), protocol.Paired)
         self.sent = {"lam": hashlib.sha256(), "dbg": hashlib.sha256()}
         self.received = {"lam": hashlib.sha256(), "dbg": hashlib.sha256()}
         self.counts = {"lam": 0, "dbg": 0}
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._send, args=("lam", self.lam), daemon=True),
-                        threading.Thread(target=self._send, args=("dbg", self.dbg), daemon=True),
-                        threading.Thread(target=self._receive, args=("lam", self.lam), daemon=True),
-                        threading.Thread(target=self._receive, args=("dbg", self.dbg), daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._send, args=("lam", self.lam), daemon=True),
+            threading.Thread(target=self._send, args=("dbg", self.dbg), daemon=True),
+            threading.Thread(target=self._receive, args=("lam", self.lam), daemon=True),
+            threading.Thread(target=self._receive, args=("dbg", self.dbg), daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -67,9 +73,11 @@ class RelayedSession:
         assert not any(t.is_alive() for t in self.threads)
         for ws in (self.lam, self.dbg):
             ws.close()
-        return (self.sent["lam"].digest() == self.received["dbg"].digest()
-                and self.sent["dbg"].digest() == self.received["lam"].digest()
-                and min(self.counts.values()) > 0)
+        return (
+            self.sent["lam"].digest() == self.received["dbg"].digest()
+            and self.sent["dbg"].digest() == self.received["lam"].digest()
+            and min(self.counts.values()) > 0
+        )
 
 
 def healthy(broker):
@@ -78,19 +86,40 @@ def healthy(broker):
 
 
 paths = st.one_of(
-    st.sampled_from(["/lambda/", "/debug/", "/lambda/a/b", "/debug/..", "/lambda/%00", "/", "/api/sessions",
-                     "/lambda/" + "x" * 200, "/debug/fn?x=1", "//lambda/fn"]),
+    st.sampled_from(
+        [
+            "/lambda/",
+            "/debug/",
+            "/lambda/a/b",
+            "/debug/..",
+            "/lambda/%00",
+            "/",
+            "/api/sessions",
+            "/lambda/" + "x" * 200,
+            "/debug/fn?x=1",
+            "//lambda/fn",
+        ]
+    ),
     st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=60).map(lambda t: "/" + t),
 )
 tokens = st.one_of(st.none(), st.just(LAMBDA_TOKEN), st.just(DEBUGGER_TOKEN), st.text(max_size=40))
 control_texts = st.one_of(
     st.text(max_size=200),
-    st.sampled_from(['{"type":"invocation"}', '{"type":"invocation","request_id":1,"deadline_ms":"x"}',
-                     '{"type":"paired","function_id":"f","request_id":"r","deadline_ms":1}', "[]", "null",
-                     '{"type":"invocation","request_id":"r","deadline_ms":1,"protocol":99}']),
+    st.sampled_from(
+        [
+            '{"type":"invocation"}',
+            '{"type":"invocation","request_id":1,"deadline_ms":"x"}',
+            '{"type":"paired","function_id":"f","request_id":"r","deadline_ms":1}',
+            "[]",
+            "null",
+            '{"type":"invocation","request_id":"r","deadline_ms":1,"protocol":99}',
+        ]
+    ),
 )
-frames = st.lists(st.one_of(st.binary(max_size=2048).map(lambda b: ("binary", b)),
-                            control_texts.map(lambda t: ("text", t))), max_size=4)
+frames = st.lists(
+    st.one_of(st.binary(max_size=2048).map(lambda b: ("binary", b)), control_texts.map(lambda t: ("text", t))),
+    max_size=4,
+)
 
 
 def attempt(port, path, token, messages, garbage, oversized):
@@ -137,13 +166,19 @@ def relayed(broker):
         session.stop.set()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
-          derandomize=True)
-@given(lambda_side=st.booleans(), path=paths, token=tokens, messages=frames,
-       garbage=st.one_of(st.just(b""), st.binary(min_size=1, max_size=64)), oversized=st.booleans(),
-       raw=st.binary(max_size=300))
-def test_hostile_clients_never_disturb_the_broker_or_real_sessions(broker, relayed, lambda_side, path, token,
-                                                                    messages, garbage, oversized, raw):
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@given(
+    lambda_side=st.booleans(),
+    path=paths,
+    token=tokens,
+    messages=frames,
+    garbage=st.one_of(st.just(b""), st.binary(min_size=1, max_size=64)),
+    oversized=st.booleans(),
+    raw=st.binary(max_size=300),
+)
+def test_hostile_clients_never_disturb_the_broker_or_real_sessions(
+    broker, relayed, lambda_side, path, token, messages, garbage, oversized, raw
+):
     port = broker.lambda_port if lambda_side else broker.debugger_port
     attempt(port, path, token, messages, garbage, oversized)
     raw_tcp(port, raw)

@@ -21,7 +21,7 @@ ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}[platform.machine()]
 PYTHON = "%d.%d" % sys.version_info[:2]
 
 #: A handler module without `import lambda_debugger`: zero-code mode only.
-SOURCE = '''\
+SOURCE = """\
 import os
 import sys
 
@@ -34,7 +34,7 @@ def handler(event, context):
         "handler_variable": os.environ.get("_HANDLER"),
         "package_loaded": "lambda_debugger" in sys.modules,
     }
-'''
+"""
 
 EVENT = {"items": [{"price": 1}, {"price": 2}, {"price": 3}]}
 
@@ -43,9 +43,14 @@ EVENT = {"items": [{"price": 1}, {"price": 2}, {"price": 3}]}
 def built(tmp_path_factory):
     """(zip path, command output, unpacked folder) of a layer built by the CLI."""
     out = tmp_path_factory.mktemp("dist")
-    run = subprocess.run([sys.executable, "-m", "lambda_debugger", "layer", "--arch", ARCH, "--python", PYTHON,
-                          "-o", str(out)], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         timeout=150)
+    run = subprocess.run(
+        [sys.executable, "-m", "lambda_debugger", "layer", "--arch", ARCH, "--python", PYTHON, "-o", str(out)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     path = out / layer.layer_file_name(PYTHON, ARCH)
     unpacked = tmp_path_factory.mktemp("opt")
@@ -68,10 +73,16 @@ def test_the_layer_is_laid_out_as_lambda_expects_and_small(built):
     packages = {name.split("/")[1] for name in names if name.startswith("python/")}
     assert {"lambda_debugger", "debugpy", "websocket"} <= packages
     assert not packages & {"tornado", "broker_server", "tests", "awslambdaric", "bin"}
-    assert not [n for n in names if n.startswith(("python/lambda_debugger/local/", "python/lambda_debugger/developer/"))
-                or n.endswith(".pyc")]  # only what runs in Lambda
-    assert {"python/lambda_debugger/zero_code.py", "python/lambda_debugger/lambda_side/proxy.py",
-            "python/lambda_debugger/wire/relay.py"} <= set(names)
+    assert not [
+        n
+        for n in names
+        if n.startswith(("python/lambda_debugger/local/", "python/lambda_debugger/developer/")) or n.endswith(".pyc")
+    ]  # only what runs in Lambda
+    assert {
+        "python/lambda_debugger/zero_code.py",
+        "python/lambda_debugger/lambda_side/proxy.py",
+        "python/lambda_debugger/wire/relay.py",
+    } <= set(names)
     # The command says where the zip is, how big, and what went in.
     assert "built %s: " % path in output and "MiB zipped" in output
     assert "python/debugpy" in output and "wheel: debugpy " in output
@@ -89,7 +100,8 @@ def test_the_package_imports_from_the_layer_alone(built):
     site = str(unpacked / "python")
     probe = (
         "import sys; sys.path.insert(0, %r)\n"
-        "import lambda_debugger, lambda_debugger.lambda_side.proxy, lambda_debugger.lambda_side.child, debugpy, websocket\n"
+        "import lambda_debugger, debugpy, websocket\n"
+        "import lambda_debugger.lambda_side.proxy, lambda_debugger.lambda_side.child\n"
         "for m in (lambda_debugger, debugpy, websocket): assert m.__file__.startswith(%r), m.__file__\n"
         "try:\n    import tornado\nexcept ImportError:\n    print('no tornado')\n"
     ) % (site, site)
@@ -106,10 +118,13 @@ def test_layer_requirements_match_setup_cfg():
     assert sorted(required) == sorted(layer.LAMBDA_REQUIREMENTS)
 
 
-@pytest.mark.parametrize("arch, python, message", [
-    ("sparc", "3.12", "--arch must be one of"),
-    ("x86_64", "3.8", "--python must be one of"),
-])
+@pytest.mark.parametrize(
+    "arch, python, message",
+    [
+        ("sparc", "3.12", "--arch must be one of"),
+        ("x86_64", "3.8", "--python must be one of"),
+    ],
+)
 def test_bad_layer_arguments_are_refused(arch, python, message, tmp_path):
     with pytest.raises(layer.LayerError, match=message):
         layer.build_layer(arch, python, str(tmp_path), log=lambda line: None)
@@ -119,8 +134,9 @@ def test_bad_layer_arguments_are_refused(arch, python, message, tmp_path):
 
 
 def zero_code_env(unpacked, **more):
-    return dict({"AWS_LAMBDA_EXEC_WRAPPER": str(unpacked / layer.WRAPPER_NAME),
-                 "PYTHONPATH": str(unpacked / "python")}, **more)
+    return dict(
+        {"AWS_LAMBDA_EXEC_WRAPPER": str(unpacked / layer.WRAPPER_NAME), "PYTHONPATH": str(unpacked / "python")}, **more
+    )
 
 
 def test_zero_code_mode_debugs_the_unchanged_handler(built, broker, start_bridge, make_function):
@@ -158,11 +174,14 @@ def test_zero_code_mode_changes_nothing_while_inactive(built, make_function):
     assert result.ok and result.payload == expected.payload  # package not even imported
 
 
-@pytest.mark.parametrize("handler, source, error_type", [
-    ("app.missing", SOURCE, "Runtime.HandlerNotFound"),
-    ("app.handler", "import a_module_nobody_installed\n", "Runtime.ImportModuleError"),
-    ("app.handler", "def handler(:\n", "Runtime.UserCodeSyntaxError"),
-])
+@pytest.mark.parametrize(
+    "handler, source, error_type",
+    [
+        ("app.missing", SOURCE, "Runtime.HandlerNotFound"),
+        ("app.handler", "import a_module_nobody_installed\n", "Runtime.ImportModuleError"),
+        ("app.handler", "def handler(:\n", "Runtime.UserCodeSyntaxError"),
+    ],
+)
 def test_zero_code_mode_reports_init_errors_as_the_runtime_does(built, make_function, handler, source, error_type):
     _, _, unpacked = built
     plain = make_function(handler, source=source, folder="plain")
@@ -172,5 +191,6 @@ def test_zero_code_mode_reports_init_errors_as_the_runtime_does(built, make_func
     assert (expected.ok, expected.error_type) == (False, error_type)
     # Identical but for the folder each copy of the function lives in.
     assert result.error_type == expected.error_type
-    assert (result.payload.replace(function.task_root.encode(), b"ROOT")
-            == expected.payload.replace(plain.task_root.encode(), b"ROOT"))
+    assert result.payload.replace(function.task_root.encode(), b"ROOT") == expected.payload.replace(
+        plain.task_root.encode(), b"ROOT"
+    )

@@ -18,8 +18,12 @@ def usage(pid):
     """(open descriptors, threads, live children, RSS in KiB) of ``pid``."""
     status = dict(line.split(":", 1) for line in open("/proc/%d/status" % pid))
     children = open("/proc/%d/task/%d/children" % (pid, pid)).read().split()
-    return (len(os.listdir("/proc/%d/fd" % pid)), int(status["Threads"]), len(children),
-            int(status["VmRSS"].split()[0]))
+    return (
+        len(os.listdir("/proc/%d/fd" % pid)),
+        int(status["Threads"]),
+        len(children),
+        int(status["VmRSS"].split()[0]),
+    )
 
 
 def test_five_hundred_sessions_leave_no_trace(broker, make_function, tmp_path):
@@ -35,14 +39,17 @@ def test_five_hundred_sessions_leave_no_trace(broker, make_function, tmp_path):
             client.close()
             assert result.ok and json.loads(result.payload)["total"] == 6, number
             if number in (WARM_UP, SESSIONS):
-                samples[number] = {"lambda": usage(function.local.pid), "broker": usage(broker.process.pid),
-                                   "bridge": usage(bridge.process.pid)}
+                samples[number] = {
+                    "lambda": usage(function.local.pid),
+                    "broker": usage(broker.process.pid),
+                    "bridge": usage(bridge.process.pid),
+                }
         assert function.local.cold_starts == 1  # one warm process served them all
     finally:
         bridge.stop()
     for name, before in samples[WARM_UP].items():
         after = samples[SESSIONS][name]
-        fds, threads, children, rss = (b - a for a, b in zip(before, after))
+        fds, threads, children, rss = (b - a for a, b in zip(before, after, strict=True))
         assert abs(fds) <= 2, (name, before, after)
         assert threads == 0 and after[2] == 0, (name, before, after)
         assert rss < 8 * 1024, (name, "RSS grew by %d KiB" % rss)

@@ -22,20 +22,23 @@ def test_messages_round_trip():
         assert protocol.decode(protocol.encode(message)) == message
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("not json", "not JSON"),
-    ("[]", "JSON object"),
-    ('{"type": "nope"}', "unknown control message type"),
-    ('{"type": "invocation", "deadline_ms": 1}', "lacks 'request_id'"),
-    ('{"type": "invocation", "request_id": 5, "deadline_ms": 1}', "must be a string"),
-    ('{"type": "invocation", "request_id": "r", "deadline_ms": true}', "must be an integer"),
-    ('{"type": "invocation", "request_id": "r", "deadline_ms": 1, "protocol": 99}', "not supported"),
-    ('{"type": "ended", "message": "m", "exit_code": "3"}', "ended.exit_code must be an integer"),
-    ('{"type": "ended", "message": "m", "exit_code": false}', "ended.exit_code must be an integer"),
-    ('{"type": "ended", "exit_code": 3}', "lacks 'message'"),
-    ("x" * (protocol.MAX_CONTROL_MESSAGE_BYTES + 1), "larger than"),
-    (b"\xff\xfe", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("not json", "not JSON"),
+        ("[]", "JSON object"),
+        ('{"type": "nope"}', "unknown control message type"),
+        ('{"type": "invocation", "deadline_ms": 1}', "lacks 'request_id'"),
+        ('{"type": "invocation", "request_id": 5, "deadline_ms": 1}', "must be a string"),
+        ('{"type": "invocation", "request_id": "r", "deadline_ms": true}', "must be an integer"),
+        ('{"type": "invocation", "request_id": "r", "deadline_ms": 1, "protocol": 99}', "not supported"),
+        ('{"type": "ended", "message": "m", "exit_code": "3"}', "ended.exit_code must be an integer"),
+        ('{"type": "ended", "message": "m", "exit_code": false}', "ended.exit_code must be an integer"),
+        ('{"type": "ended", "exit_code": 3}', "lacks 'message'"),
+        ("x" * (protocol.MAX_CONTROL_MESSAGE_BYTES + 1), "larger than"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
 def test_decode_rejects_malformed_messages(text, needle):
     with pytest.raises(ProtocolError, match=needle):
         protocol.decode(text)
@@ -51,10 +54,21 @@ def test_close_codes_are_private_or_standard():
         assert code < 1012 or 4000 <= code <= 4999
 
 
-@pytest.mark.parametrize("value, ok", [
-    ("my-fn", True), ("a.b_c-9", True), ("x" * 128, True), ("x" * 129, False),
-    ("", False), ("a/b", False), ("a b", False), ("é", False), (None, False), ("a\n", False),
-])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("my-fn", True),
+        ("a.b_c-9", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("", False),
+        ("a/b", False),
+        ("a b", False),
+        ("é", False),
+        (None, False),
+        ("a\n", False),
+    ],
+)
 def test_function_ids(value, ok):
     assert protocol.valid_function_id(value) is ok
 
@@ -67,14 +81,17 @@ def test_function_id_from_path():
         protocol.function_id_from_path("/debug/x", "/lambda/")
 
 
-@pytest.mark.parametrize("address, url", [
-    ("broker.example.com", "ws://broker.example.com:8080/p"),
-    ("10.0.0.5:9000", "ws://10.0.0.5:9000/p"),
-    ("ws://h", "ws://h:8080/p"),
-    ("wss://h:443/", "wss://h:443/p"),
-    ("https://h", "wss://h:8080/p"),
-    ("[::1]:81", "ws://[::1]:81/p"),
-])
+@pytest.mark.parametrize(
+    "address, url",
+    [
+        ("broker.example.com", "ws://broker.example.com:8080/p"),
+        ("10.0.0.5:9000", "ws://10.0.0.5:9000/p"),
+        ("ws://h", "ws://h:8080/p"),
+        ("wss://h:443/", "wss://h:443/p"),
+        ("https://h", "wss://h:8080/p"),
+        ("[::1]:81", "ws://[::1]:81/p"),
+    ],
+)
 def test_broker_url(address, url):
     assert protocol.broker_url(address, 8080, "/p") == url
 

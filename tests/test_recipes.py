@@ -39,8 +39,11 @@ LAMBDA_PORT = protocol.DEFAULT_LAMBDA_PORT
 DEBUGGER_PORT = protocol.DEFAULT_DEBUGGER_PORT
 #: What every function recipe sets while debugging.
 CORE_VARIABLES = {
-    "DEBUGGER_ACTIVE", "DEBUGGER_BROKER_ADDRESS", "DEBUGGER_FUNCTION_ID",
-    "DEBUGGER_AUTH_TOKEN", "DEBUGGER_WAIT_MAX",
+    "DEBUGGER_ACTIVE",
+    "DEBUGGER_BROKER_ADDRESS",
+    "DEBUGGER_FUNCTION_ID",
+    "DEBUGGER_AUTH_TOKEN",
+    "DEBUGGER_WAIT_MAX",
 }
 DEFAULT_TOKEN_SECRET = "lambda-debugger-broker/lambda-token"
 
@@ -157,8 +160,12 @@ def debugger_port_violations(template: dict) -> list:
         for source in allowed_values(template, rule.get("CidrIp")):
             if isinstance(source, dict):  # a parameter: its pattern must refuse the world
                 pattern = source.get("AllowedPattern")
-                if pattern is None or re.fullmatch(pattern, "0.0.0.0/0") or re.fullmatch(pattern, "::/0") \
-                        or re.fullmatch(pattern, "0.0.0.0/1"):
+                if (
+                    pattern is None
+                    or re.fullmatch(pattern, "0.0.0.0/0")
+                    or re.fullmatch(pattern, "::/0")
+                    or re.fullmatch(pattern, "0.0.0.0/1")
+                ):
                     problems.append("%s: 9229 from a parameter that allows the internet" % group)
             elif source is None or ipaddress.ip_network(source, strict=False).prefixlen < 8:
                 problems.append("%s: 9229 from %s" % (group, source))
@@ -263,10 +270,14 @@ def test_broker_templates_use_the_broker_ports():
         ports = {(int(rule["FromPort"]), int(rule["ToPort"])) for _, rule, _ in ingress_rules(template)}
         assert ports == {(LAMBDA_PORT, LAMBDA_PORT), (DEBUGGER_PORT, DEBUGGER_PORT)}, path
         egress = template["Resources"]["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"]
-        assert [(r["FromPort"], r["ToPort"], r["DestinationSecurityGroupId"]) for r in egress] == \
-            [(LAMBDA_PORT, LAMBDA_PORT, {"Ref": "BrokerSecurityGroup"})]
-        from_functions = [rule for _, rule, _ in ingress_rules(template)
-                          if rule.get("SourceSecurityGroupId") == {"Ref": "FunctionSecurityGroup"}]
+        assert [(r["FromPort"], r["ToPort"], r["DestinationSecurityGroupId"]) for r in egress] == [
+            (LAMBDA_PORT, LAMBDA_PORT, {"Ref": "BrokerSecurityGroup"})
+        ]
+        from_functions = [
+            rule
+            for _, rule, _ in ingress_rules(template)
+            if rule.get("SourceSecurityGroupId") == {"Ref": "FunctionSecurityGroup"}
+        ]
         assert [(r["FromPort"], r["ToPort"]) for r in from_functions] == [(LAMBDA_PORT, LAMBDA_PORT)]
         for branch in if_branches(template["Outputs"]["LambdaBrokerAddress"]["Value"]):
             assert branch["Fn::Sub"].endswith(":%d" % LAMBDA_PORT)
@@ -280,7 +291,7 @@ def test_debugger_port_is_never_open_to_functions_or_the_internet(path):
     assert debugger_port_violations(template) == []
     # 8080 is open to the world only in the EC2 recipe's internet mode,
     # which a template rule ties to TLS.
-    for group, rule, condition in ingress_rules(template):
+    for _group, rule, condition in ingress_rules(template):
         if rule.get("CidrIp") == "0.0.0.0/0":
             assert (rule["FromPort"], rule["ToPort"], condition) == (LAMBDA_PORT, LAMBDA_PORT, "InternetAccess")
             assert "InternetNeedsTls" in template["Rules"]
@@ -388,8 +399,21 @@ def test_ecs_entry_point_uses_real_broker_flags(capsys):
 
 
 FUNCTION_IDS = ["hello", "my.fn_v-2", "a" * 128, "a" * 129, "", "bad/id", "with space", "ünï"]
-ADDRESSES = ["broker.internal", "10.0.0.5:8080", "ws://b.example.com", "wss://b.example.com:443/",
-             "http://b/x", "b:99999", "b:0", "b:65536", "user@b", "ws://", "b c", "[::1]:8080", "ws://b:1/x"]
+ADDRESSES = [
+    "broker.internal",
+    "10.0.0.5:8080",
+    "ws://b.example.com",
+    "wss://b.example.com:443/",
+    "http://b/x",
+    "b:99999",
+    "b:0",
+    "b:65536",
+    "user@b",
+    "ws://",
+    "b c",
+    "[::1]:8080",
+    "ws://b:1/x",
+]
 
 
 def _recipe_patterns():
@@ -398,8 +422,10 @@ def _recipe_patterns():
     tf_id = re.search(r'regex\("(.+?)", var\.function_id\)', variables).group(1).replace("\\\\", "\\")
     tf_address = re.search(r'regex\("(.+?)", var\.broker_address\)', variables).group(1).replace("\\\\", "\\")
     cdk_id = re.search(r're\.compile\(r"(.+?)"\)', CDK_APP.read_text()).group(1)
-    return ([sam["FunctionId"]["AllowedPattern"], tf_id, "^%s$" % cdk_id],
-            [sam["BrokerAddress"]["AllowedPattern"], tf_address])
+    return (
+        [sam["FunctionId"]["AllowedPattern"], tf_id, "^%s$" % cdk_id],
+        [sam["BrokerAddress"]["AllowedPattern"], tf_address],
+    )
 
 
 def test_function_id_patterns_match_the_package():

@@ -99,7 +99,9 @@ def test_armed_debuggers_are_served_oldest_first(registry):
     for i, dbg in enumerate(debuggers):
         registry.debugger_arrived(dbg, "fn", T0 + i)
     lambdas = [FakePeer("l%d" % i) for i in range(2)]
-    sessions = [registry.lambda_arrived(lam, "fn", invocation("req-%d" % i), T0 + 10 + i) for i, lam in enumerate(lambdas)]
+    sessions = [
+        registry.lambda_arrived(lam, "fn", invocation("req-%d" % i), T0 + 10 + i) for i, lam in enumerate(lambdas)
+    ]
     assert sessions[0].partner(lambdas[0]) is debuggers[0]
     assert sessions[1].partner(lambdas[1]) is debuggers[1]
     assert registry.session_of(debuggers[2]).state is SessionState.ARMED
@@ -445,7 +447,9 @@ def test_snapshot_and_byte_counts(registry):
     registry.debugger_arrived(dbg, "armed-fn", T0)
     session, lam, paired_dbg = make_pair(registry, now=T0 + 1)
     waiting = FakePeer("waiting")
-    registry.lambda_arrived(waiting, "fn", invocation("req-2", function_name="my-function", runtime="python3.12"), T0 + 2)
+    registry.lambda_arrived(
+        waiting, "fn", invocation("req-2", function_name="my-function", runtime="python3.12"), T0 + 2
+    )
     session.record_relayed(lam, 100, T0 + 1)
     session.record_relayed(paired_dbg, 7, T0 + 1)
     session.record_relayed(lam, 1, T0 + 1)

@@ -166,8 +166,10 @@ def test_dropping_the_rest_of_an_ended_stream_while_waiting_for_control():
     server_far, client_near = socket.socketpair()
     broker = WebSocketEndpoint(_SocketAsWebSocket(client_near), "broker")
     paired = protocol.Paired("fn", "req", 1)
-    server_far.sendall(wsframes.encode(wsframes.OP_BINARY, b"late bytes", masked=False)
-                       + wsframes.encode(wsframes.OP_TEXT, protocol.encode(paired).encode(), masked=False))
+    server_far.sendall(
+        wsframes.encode(wsframes.OP_BINARY, b"late bytes", masked=False)
+        + wsframes.encode(wsframes.OP_TEXT, protocol.encode(paired).encode(), masked=False)
+    )
     assert broker.receive_control(deadline=time.monotonic() + 1, drop_binary=True) == paired
     server_far.sendall(wsframes.encode(wsframes.OP_BINARY, b"x", masked=False))
     with pytest.raises(protocol.ProtocolError, match="before pairing"):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 TRACE_ID_RE = r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0"
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
-HANDLERS = '''
+HANDLERS = """
 import decimal, json, logging, os, signal, sys, time
 
 from awslambdaric.lambda_runtime_marshaller import to_json
@@ -101,7 +101,7 @@ def die(event, context):
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10)
     return {"pid": os.getpid()}
-'''
+"""
 
 
 class _TrackedFunction(LocalFunction):
@@ -248,9 +248,7 @@ def test_context_and_trace_id_reach_the_handler(make_function, task_root):
     assert seen["aws_request_id"] == result.request_id
     assert seen["function_name"] == "local-function"
     assert seen["function_version"] == "$LATEST"
-    assert seen["invoked_function_arn"] == (
-        "arn:aws:lambda:us-east-1:123456789012:function:local-function"
-    )
+    assert seen["invoked_function_arn"] == ("arn:aws:lambda:us-east-1:123456789012:function:local-function")
     assert seen["memory_limit_in_mb"] == "128"
     assert seen["log_group_name"] == "/aws/lambda/local-function"
     assert re.fullmatch(r"\d{4}/\d\d/\d\d/\[\$LATEST\][0-9a-f]{32}", seen["log_stream_name"])
@@ -285,9 +283,7 @@ def test_timeout_returns_promptly_and_the_next_invoke_gets_a_new_process(make_fu
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 2.0
     document = _assert_error(result, "Sandbox.Timedout")
-    assert document["errorMessage"] == (
-        "RequestId: %s Error: Task timed out after 1.00 seconds" % result.request_id
-    )
+    assert document["errorMessage"] == ("RequestId: %s Error: Task timed out after 1.00 seconds" % result.request_id)
     assert 1000 <= result.duration_ms < 2000
     assert old.poll() is not None, "the timed-out runtime must be killed"
 
@@ -346,8 +342,7 @@ def test_runtime_output_goes_to_the_given_stream(make_function, task_root):
     assert "printed w\u00f6rd\n" in text
     # The runtime's own line format: level, UTC timestamp, request ID, message.
     assert re.search(
-        r"\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t%s\tlogged w\u00f6rd\n"
-        % result.request_id,
+        r"\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t%s\tlogged w\u00f6rd\n" % result.request_id,
         text,
     ), text
 
@@ -374,9 +369,7 @@ def _request(api, method, path, body=None, headers=None):
 
 def _invoke_in_thread(api, event, **kwargs):
     box = {}
-    thread = threading.Thread(
-        target=lambda: box.setdefault("result", api.invoke(event, **kwargs)), daemon=True
-    )
+    thread = threading.Thread(target=lambda: box.setdefault("result", api.invoke(event, **kwargs)), daemon=True)
     thread.start()
     return thread, box
 

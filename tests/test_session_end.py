@@ -13,8 +13,8 @@ import time
 import pytest
 import trustme
 
-from lambda_debugger.wire import protocol
 from lambda_debugger.developer.bridge import AttachBridge
+from lambda_debugger.wire import protocol
 from tests.support.chain import DEBUGGER_TOKEN, BridgeProcess, break_line, free_port, wait_until
 from tests.support.dap_client import DapClient, DapError
 
@@ -37,8 +37,11 @@ def assert_told(client, why, *, exit_code=None, pending=()):
     exit code) and ``terminated`` last. Then ``disconnect`` is answered."""
     client.wait_event("terminated", timeout=20)
     messages = list(client.messages)
-    start = next(i for i, m in enumerate(messages) if m.get("event") == "output"
-                 and m["body"]["output"].startswith("lambda-debugger: "))
+    start = next(
+        i
+        for i, m in enumerate(messages)
+        if m.get("event") == "output" and m["body"]["output"].startswith("lambda-debugger: ")
+    )
     told = messages[start:]
     assert told[0]["body"]["category"] == "console"
     assert why in told[0]["body"]["output"], told[0]["body"]["output"]
@@ -76,12 +79,16 @@ def test_the_handler_raises(broker, start_bridge, make_function):
     assert_told(client, "the handler raised OrderError: order A-17 is invalid", exit_code=0)
 
 
-@pytest.mark.parametrize("expression, exit_code, why", [
-    ("__import__('os')._exit(3)", 3, "the handler's process ended (exit status 3)"),
-    ("__import__('os').kill(__import__('os').getpid(), 9)", -9, "the handler's process ended (signal: killed)"),
-])
-def test_the_handlers_process_dies_under_a_pending_request(broker, start_bridge, make_function,
-                                                          expression, exit_code, why):
+@pytest.mark.parametrize(
+    "expression, exit_code, why",
+    [
+        ("__import__('os')._exit(3)", 3, "the handler's process ended (exit status 3)"),
+        ("__import__('os').kill(__import__('os').getpid(), 9)", -9, "the handler's process ended (signal: killed)"),
+    ],
+)
+def test_the_handlers_process_dies_under_a_pending_request(
+    broker, start_bridge, make_function, expression, exit_code, why
+):
     function = make_function(broker=broker)
     client, frame_id, future = stop_at_breakpoint(start_bridge(), function)
     dying = client.send_request("evaluate", {"expression": expression, "frameId": frame_id, "context": "repl"})
@@ -93,8 +100,9 @@ def test_the_handlers_process_dies_under_a_pending_request(broker, start_bridge,
 def test_the_lambda_side_disappears(broker, start_bridge, make_function):
     function = make_function(broker=broker)
     client, frame_id, future = stop_at_breakpoint(start_bridge(), function)
-    waiting = client.send_request("evaluate", {"expression": "__import__('time').sleep(30)", "frameId": frame_id,
-                                               "context": "repl"})
+    waiting = client.send_request(
+        "evaluate", {"expression": "__import__('time').sleep(30)", "frameId": frame_id, "context": "repl"}
+    )
     time.sleep(0.3)  # the request reached the handler
     os.killpg(function.local.pid, signal.SIGKILL)  # the whole sandbox, as when Lambda resets it
     assert not future.result(timeout=30).ok
@@ -107,8 +115,9 @@ def test_the_broker_disappears(own_broker, make_function, tmp_path):
     try:
         function = make_function(broker=broker)
         client, frame_id, future = stop_at_breakpoint(bridge, function)
-        waiting = client.send_request("evaluate", {"expression": "__import__('time').sleep(3)",
-                                                   "frameId": frame_id, "context": "repl"})
+        waiting = client.send_request(
+            "evaluate", {"expression": "__import__('time').sleep(3)", "frameId": frame_id, "context": "repl"}
+        )
         time.sleep(0.3)
         broker.process.kill()
         assert_told(client, "the connection to the broker was lost", pending=[waiting])
@@ -156,8 +165,7 @@ def test_an_unreachable_broker_is_the_answer_to_initialize(tmp_path):
 
 def test_a_refused_token_is_the_answer_to_initialize(broker, start_bridge):
     bridge = start_bridge(token="not-the-token")
-    wait_until(lambda: "broker check failed: the broker refused the debugger token" in bridge.output(), 15,
-               "the check")
+    wait_until(lambda: "broker check failed: the broker refused the debugger token" in bridge.output(), 15, "the check")
     client = bridge.connect()
     seq = client.send_request("initialize", {"adapterID": "debugpy"})
     with pytest.raises(DapError, match=r"unauthorized \(4001\)") as refused:
@@ -204,8 +212,13 @@ def test_attach_checks_the_broker_and_keeps_checking_while_it_is_down(own_broker
     try:
         wait_until(lambda: "broker check failed: cannot reach the broker" in bridge.output(), 15, "the check")
         own_broker(ports=ports)
-        wait_until(lambda: "broker ok: ws://127.0.0.1:%d answers (no TLS); debugger token accepted" % ports[1]
-                   in bridge.output(), 20, "the broker to be found")
+        wait_until(
+            lambda: (
+                "broker ok: ws://127.0.0.1:%d answers (no TLS); debugger token accepted" % ports[1] in bridge.output()
+            ),
+            20,
+            "the broker to be found",
+        )
     finally:
         bridge.stop()
 
@@ -221,8 +234,11 @@ def test_attach_says_when_tls_does_not_verify(tmp_path, own_broker):
     unverified = BridgeProcess(broker, str(tmp_path / "bridge.log"))  # no --ca-file
     verified = BridgeProcess(broker, str(tmp_path / "bridge-ca.log"), extra_args=["--ca-file", ca_path])
     try:
-        wait_until(lambda: "broker check failed: the broker's TLS certificate does not verify" in unverified.output(),
-                   15, "the check")
+        wait_until(
+            lambda: "broker check failed: the broker's TLS certificate does not verify" in unverified.output(),
+            15,
+            "the check",
+        )
         wait_until(lambda: "answers, TLS verified; debugger token accepted" in verified.output(), 15, "the check")
     finally:
         unverified.stop()
@@ -244,11 +260,13 @@ def test_a_silent_connection_is_closed_and_the_next_ide_is_served(broker, tmp_pa
 
 
 def test_attach_without_a_token_says_that_none_was_given(broker):
-    bridge = AttachBridge("orders", "127.0.0.1:%d" % broker.debugger_port, token=None, listen=("127.0.0.1", 0),
-                          out=io.StringIO())
+    bridge = AttachBridge(
+        "orders", "127.0.0.1:%d" % broker.debugger_port, token=None, listen=("127.0.0.1", 0), out=io.StringIO()
+    )
     try:
-        assert bridge.check_broker() == ("the broker asks for a debugger token and none was given"
-                                         " (BROKER_DEBUGGER_TOKEN, --token or --token-file)")
+        assert bridge.check_broker() == (
+            "the broker asks for a debugger token and none was given (BROKER_DEBUGGER_TOKEN, --token or --token-file)"
+        )
         assert "fix the token and start attach again" in bridge.out.getvalue()
         bridge.token = DEBUGGER_TOKEN
         assert bridge.check_broker() is None
@@ -261,8 +279,8 @@ def test_armed_and_paired_in_one_read_pair_at_once():
     """The broker's ``armed`` and ``paired`` can reach the bridge in one
     read while the IDE waits silently for its ``initialize`` answer: the
     buffered ``paired`` must not wait for the socket to become readable."""
-    from lambda_debugger.wire import wsframes
     from lambda_debugger.developer.bridge import IdeEndpoint
+    from lambda_debugger.wire import wsframes
     from lambda_debugger.wire.endpoints import WebSocketEndpoint
     from tests.test_relay import _SocketAsWebSocket
 
@@ -271,11 +289,19 @@ def test_armed_and_paired_in_one_read_pair_at_once():
     ide_near, ide_far = socket.socketpair()
     try:
         paired = protocol.Paired("orders", "req-1", int(time.time() * 1000) + 60000)
-        broker_far.sendall(b"".join(wsframes.encode(wsframes.OP_TEXT, protocol.encode(m).encode(), masked=False)
-                                    for m in (protocol.Armed("orders"), paired)))
+        broker_far.sendall(
+            b"".join(
+                wsframes.encode(wsframes.OP_TEXT, protocol.encode(m).encode(), masked=False)
+                for m in (protocol.Armed("orders"), paired)
+            )
+        )
         started = time.monotonic()
-        early = bridge._wait_for_pairing(WebSocketEndpoint(_SocketAsWebSocket(broker_near), "broker"),
-                                         IdeEndpoint(ide_near), b"initialize bytes", None)
+        early = bridge._wait_for_pairing(
+            WebSocketEndpoint(_SocketAsWebSocket(broker_near), "broker"),
+            IdeEndpoint(ide_near),
+            b"initialize bytes",
+            None,
+        )
         assert time.monotonic() - started < 0.5
         assert early == b"initialize bytes" and bridge.paired == paired
     finally:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lambda_debugger.wire import dap
 from lambda_debugger.developer.bridge import IdeEndpoint
+from lambda_debugger.wire import dap
 from tests.support.chain import break_line
 from tests.support.dap_client import FrameParser, encode_message
 
@@ -23,15 +23,16 @@ pytestmark = pytest.mark.timeout(90)
     injections=st.lists(st.booleans(), min_size=1, max_size=60),
 )
 def test_injected_events_never_split_a_message(bodies, cuts, injections):
-    messages = [{"seq": i, "type": "event", "event": "output", "body": {"output": text}}
-                for i, text in enumerate(bodies)]
+    messages = [
+        {"seq": i, "type": "event", "event": "output", "body": {"output": text}} for i, text in enumerate(bodies)
+    ]
     stream = b"".join(encode_message(m) for m in messages)
     near, far = socket.socketpair()
     ide = IdeEndpoint(near)
     wire = []  # what the pump would queue for the IDE, in order
     position, step = 0, 0
     while position < len(stream):
-        chunk = stream[position:position + cuts[step % len(cuts)]]
+        chunk = stream[position : position + cuts[step % len(cuts)]]
         position += len(chunk)
         wire.extend(ide.frame(chunk))
         if injections[step % len(injections)]:

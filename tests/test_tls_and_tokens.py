@@ -6,8 +6,7 @@ import os
 import pytest
 import trustme
 
-from tests.support.chain import (DEBUGGER_TOKEN, LAMBDA_TOKEN, BridgeProcess, BrokerProcess, break_line,
-                                 wait_until)
+from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, BridgeProcess, BrokerProcess, break_line, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,11 +28,19 @@ def tls_broker(tmp_path_factory, certificates):
     folder = tmp_path_factory.mktemp("tls-broker")
     (folder / "lambda.token").write_text(LAMBDA_TOKEN + "\n")
     (folder / "debugger.token").write_text(DEBUGGER_TOKEN)
-    broker = BrokerProcess(str(folder / "broker.log"),
-                           "--certfile", certificates["server.pem"], "--keyfile", certificates["server.key"],
-                           "--lambda-token-file", str(folder / "lambda.token"),
-                           "--debugger-token-file", str(folder / "debugger.token"),
-                           ca_file=certificates["ca.pem"], env={})
+    broker = BrokerProcess(
+        str(folder / "broker.log"),
+        "--certfile",
+        certificates["server.pem"],
+        "--keyfile",
+        certificates["server.key"],
+        "--lambda-token-file",
+        str(folder / "lambda.token"),
+        "--debugger-token-file",
+        str(folder / "debugger.token"),
+        ca_file=certificates["ca.pem"],
+        env={},
+    )
     yield broker
     broker.stop()
 
@@ -41,8 +48,12 @@ def tls_broker(tmp_path_factory, certificates):
 def test_debugging_over_tls_with_token_files(tls_broker, certificates, make_function, tmp_path):
     token_file = tmp_path / "my.token"
     token_file.write_text(DEBUGGER_TOKEN)
-    bridge = BridgeProcess(tls_broker, str(tmp_path / "bridge.log"), token=None,
-                           extra_args=["--ca-file", certificates["ca.pem"], "--token-file", str(token_file)])
+    bridge = BridgeProcess(
+        tls_broker,
+        str(tmp_path / "bridge.log"),
+        token=None,
+        extra_args=["--ca-file", certificates["ca.pem"], "--token-file", str(token_file)],
+    )
     try:
         function = make_function(broker=tls_broker, env={"DEBUGGER_CA_FILE": certificates["ca.pem"]})
         future = function.invoke_async()
@@ -106,9 +117,8 @@ def test_no_token_appears_in_any_log_the_suite_wrote(tmp_path_factory):
     """Runs last in this module: greps every log file the tests wrote."""
     root = tmp_path_factory.getbasetemp()
     secrets = [LAMBDA_TOKEN, DEBUGGER_TOKEN]
-    fragments = {secret[i:i + 8] for secret in secrets for i in range(len(secret) - 7)}
-    logs = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names
-            if name.endswith(".log")]
+    fragments = {secret[i : i + 8] for secret in secrets for i in range(len(secret) - 7)}
+    logs = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names if name.endswith(".log")]
     assert logs, "no log files found"
     for path in logs:
         with open(path, encoding="utf-8", errors="replace") as log:

@@ -7,17 +7,24 @@ import os
 import pytest
 
 from lambda_debugger import __version__
-
 from lambda_debugger.lambda_side import versions
 from tests.support.chain import REPO
 
 pytestmark = pytest.mark.timeout(10)
 
 
-@pytest.mark.parametrize("text, parsed", [
-    ("1.8.22", (1, 8, 22)), ("1.8.22rc1", (1, 8, 22)), ("1.8.22.dev0", (1, 8, 22)), ("2", (2,)),
-    ("1.8", (1, 8)), ("abc", ()), ("", ()),
-])
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        ("1.8.22", (1, 8, 22)),
+        ("1.8.22rc1", (1, 8, 22)),
+        ("1.8.22.dev0", (1, 8, 22)),
+        ("2", (2,)),
+        ("1.8", (1, 8)),
+        ("abc", ()),
+        ("", ()),
+    ],
+)
 def test_parse_version(text, parsed):
     assert versions.parse_version(text) == parsed
 
@@ -34,8 +41,10 @@ def test_debugpy_outside_the_range_is_named_with_the_range_needed(found):
 
 
 def test_missing_and_unreadable_debugpy():
-    assert versions.debugpy_problem(None) == "debugpy is not installed; lambda-debugger needs " \
-        + versions.DEBUGPY_REQUIREMENT
+    assert (
+        versions.debugpy_problem(None)
+        == "debugpy is not installed; lambda-debugger needs " + versions.DEBUGPY_REQUIREMENT
+    )
     assert versions.debugpy_problem(versions.UNKNOWN) is None  # the child reads __version__
 
 
@@ -70,8 +79,11 @@ def metadata():
 
 def test_the_package_metadata_declares_what_the_code_supports():
     config = metadata()
-    requires = [line.strip() for line in config["options"]["install_requires"].splitlines()
-                if line.strip() and not line.strip().startswith("#")]
+    requires = [
+        line.strip()
+        for line in config["options"]["install_requires"].splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     assert versions.DEBUGPY_REQUIREMENT in requires
     assert config["options"]["python_requires"] == ">=%d.%d" % versions.SUPPORTED_PYTHONS[0]
     classifiers = config["metadata"]["classifiers"]

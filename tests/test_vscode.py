@@ -74,7 +74,7 @@ def terminal_lines(raw):
             i += 3
             continue
         char = raw[i]
-        assert char != "\x1b", "unexpected escape sequence %r" % raw[i:i + 8]
+        assert char != "\x1b", "unexpected escape sequence %r" % raw[i : i + 8]
         if char == "\r":
             col = 0
         elif char == "\n":
@@ -93,8 +93,7 @@ def terminal_lines(raw):
 def assert_idle_once_listening(lines, background, port):
     """The task goes idle at the 'listening' line, after the begin line, and
     never busy again; returns the index of the 'listening' line."""
-    listening = [i for i, line in enumerate(lines)
-                 if line.startswith("listening for the IDE on 127.0.0.1:%d;" % port)]
+    listening = [i for i, line in enumerate(lines) if line.startswith("listening for the IDE on 127.0.0.1:%d;" % port)]
     assert len(listening) == 1, lines
     begin = [i for i, line in enumerate(lines) if re.search(background["beginsPattern"], line)]
     assert begin and begin[0] < listening[0], "beginsPattern not found before endsPattern: %r" % lines
@@ -132,7 +131,7 @@ def test_f5_starts_the_attach_task_and_attaches_to_its_port():
     assert all(item["type"] == "promptString" and item["default"] for item in tasks["inputs"])
     # The token is taken from the environment or a file, never from these files.
     text = json.dumps([launch, tasks]).lower()
-    assert "--token\"" not in text and "broker_debugger_token" not in text
+    assert '--token"' not in text and "broker_debugger_token" not in text
 
 
 def test_the_task_command_line_is_one_the_cli_accepts_and_describes_the_same_port(capsys):
@@ -184,9 +183,22 @@ class PtyBridge:
         master, slave = pty.openpty()
         env = dict(os.environ, BROKER_DEBUGGER_TOKEN=DEBUGGER_TOKEN)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lambda_debugger", "attach", "orders",
-             "--broker", "127.0.0.1:%d" % broker.debugger_port, "--listen", "127.0.0.1:%d" % self.port],
-            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "lambda_debugger",
+                "attach",
+                "orders",
+                "--broker",
+                "127.0.0.1:%d" % broker.debugger_port,
+                "--listen",
+                "127.0.0.1:%d" % self.port,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=REPO,
         )
         os.close(slave)
         self._master = master
@@ -261,9 +273,22 @@ def test_print_vscode_config_uses_the_given_values_and_connects_nowhere(capsys, 
     with socket.create_server(("127.0.0.1", 0)) as fake_broker, socket.create_server(("127.0.0.1", 0)) as taken:
         broker_port, listen_port = fake_broker.getsockname()[1], taken.getsockname()[1]
         # --listen names a port we hold: binding it would fail with exit 2.
-        assert main(["attach", "orders", "--broker", "127.0.0.1:%d" % broker_port,
-                     "--listen", "127.0.0.1:%d" % listen_port, "--remote-root", "/var/task/src",
-                     "--print-vscode-config"]) == 0
+        assert (
+            main(
+                [
+                    "attach",
+                    "orders",
+                    "--broker",
+                    "127.0.0.1:%d" % broker_port,
+                    "--listen",
+                    "127.0.0.1:%d" % listen_port,
+                    "--remote-root",
+                    "/var/task/src",
+                    "--print-vscode-config",
+                ]
+            )
+            == 0
+        )
         fake_broker.settimeout(0.5)
         with pytest.raises(socket.timeout):
             fake_broker.accept()  # nobody dialled the broker
@@ -275,8 +300,14 @@ def test_print_vscode_config_uses_the_given_values_and_connects_nowhere(capsys, 
     assert config["pathMappings"] == [{"localRoot": "${workspaceFolder}", "remoteRoot": "/var/task/src"}]
     tasks = printed[".vscode/tasks.json"]
     task = the_task(tasks, config["preLaunchTask"])
-    assert task["args"] == ["attach", "orders", "--broker", "127.0.0.1:%d" % broker_port,
-                            "--listen", "127.0.0.1:%d" % listen_port]
+    assert task["args"] == [
+        "attach",
+        "orders",
+        "--broker",
+        "127.0.0.1:%d" % broker_port,
+        "--listen",
+        "127.0.0.1:%d" % listen_port,
+    ]
     assert "inputs" not in tasks  # the values are written, nothing is asked
     assert task["problemMatcher"] == load_example(".vscode/tasks.json")["tasks"][0]["problemMatcher"]
     assert "env-token-should-not-appear" not in out + err
@@ -289,36 +320,81 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
     ca_file.write_text("not checked here")
     env = dict(os.environ, BROKER_DEBUGGER_TOKEN=DEBUGGER_TOKEN)
     run = subprocess.run(
-        [sys.executable, "-m", "lambda_debugger", "attach", "orders", "--broker", "wss://broker.example.com",
-         "--listen", "0.0.0.0:7000", "--token-file", "token", "--ca-file", "ca.pem", "--once",
-         "--print-vscode-config"],
-        cwd=str(tmp_path), env=dict(env, PYTHONPATH=REPO), capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "lambda_debugger",
+            "attach",
+            "orders",
+            "--broker",
+            "wss://broker.example.com",
+            "--listen",
+            "0.0.0.0:7000",
+            "--token-file",
+            "token",
+            "--ca-file",
+            "ca.pem",
+            "--once",
+            "--print-vscode-config",
+        ],
+        cwd=str(tmp_path),
+        env=dict(env, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert run.returncode == 0, run.stderr
     printed = json.loads(run.stdout)
     (config,) = printed[".vscode/launch.json"]["configurations"]
     assert config["connect"] == {"host": "127.0.0.1", "port": 7000}  # wildcard listen: dial loopback
     args = printed[".vscode/tasks.json"]["tasks"][0]["args"]
-    assert args == ["attach", "orders", "--broker", "wss://broker.example.com", "--listen", "0.0.0.0:7000",
-                    "--token-file", str(token_file), "--ca-file", str(ca_file), "--once"]
+    assert args == [
+        "attach",
+        "orders",
+        "--broker",
+        "wss://broker.example.com",
+        "--listen",
+        "0.0.0.0:7000",
+        "--token-file",
+        str(token_file),
+        "--ca-file",
+        str(ca_file),
+        "--once",
+    ]
     assert DEBUGGER_TOKEN not in run.stdout + run.stderr
     with_token = subprocess.run(
-        [sys.executable, "-m", "lambda_debugger", "attach", "orders", "--broker", "b", "--token", "s3cret-value",
-         "--print-vscode-config"],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "lambda_debugger",
+            "attach",
+            "orders",
+            "--broker",
+            "b",
+            "--token",
+            "s3cret-value",
+            "--print-vscode-config",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert with_token.returncode == 0, with_token.stderr
     assert "s3cret-value" not in with_token.stdout + with_token.stderr
     assert "--token is never written" in with_token.stderr
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--listen", "127.0.0.1:0"], "needs a fixed --listen port"),
-    (["--listen", "nope"], "--listen must be host:port"),
-    (["--remote-root", "var/task"], "--remote-root must be an absolute path"),
-    (["--broker", "ws://a/b"], "broker address must be"),
-    (["--ca-file", "/nonexistent.pem"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--listen", "127.0.0.1:0"], "needs a fixed --listen port"),
+        (["--listen", "nope"], "--listen must be host:port"),
+        (["--remote-root", "var/task"], "--remote-root must be an absolute path"),
+        (["--broker", "ws://a/b"], "broker address must be"),
+        (["--ca-file", "/nonexistent.pem"], "no such file"),
+    ],
+)
 def test_print_vscode_config_rejects_bad_values(capsys, extra, message):
     assert main(["attach", "orders", "--broker", "b"] + extra + ["--print-vscode-config"]) == 2
     captured = capsys.readouterr()

@@ -26,28 +26,29 @@ def test_frames_round_trip_and_parse_like_websocket_client(size, masked):
     assert FrameDecoder().feed(wire) == [(True, wsframes.OP_BINARY, payload)]
     # websocket-client reads the same bytes as the same frame
     frame = ABNF.create_frame(payload, ABNF.OPCODE_BINARY)
-    frame.get_mask_key = lambda n: wire[len(wire) - size - 4:len(wire) - size]
+    frame.get_mask_key = lambda n: wire[len(wire) - size - 4 : len(wire) - size]
     if masked:
         assert frame.format() == wire
 
 
 def test_decoder_handles_any_split_and_several_frames_per_read():
-    frames = [(True, wsframes.OP_TEXT, b'{"type":"notice","message":"m"}'),
-              (True, wsframes.OP_BINARY, os.urandom(70000)),
-              (True, wsframes.OP_PING, b"p")]
+    frames = [
+        (True, wsframes.OP_TEXT, b'{"type":"notice","message":"m"}'),
+        (True, wsframes.OP_BINARY, os.urandom(70000)),
+        (True, wsframes.OP_PING, b"p"),
+    ]
     wire = b"".join(wsframes.encode(op, data, masked=False) for _, op, data in frames)
     for step in (1, 7, 4096, len(wire)):
         decoder, got = FrameDecoder(), []
         for start in range(0, len(wire), step):
-            got += decoder.feed(wire[start:start + step])
+            got += decoder.feed(wire[start : start + step])
         assert got == frames
 
 
 def test_fragments_are_reported_with_their_fin_bit():
     first = bytes([0x02, 3]) + b"abc"  # binary, not final
     last = bytes([0x80, 2]) + b"de"  # continuation, final
-    assert FrameDecoder().feed(first + last) == [(False, wsframes.OP_BINARY, b"abc"),
-                                                 (True, wsframes.OP_CONT, b"de")]
+    assert FrameDecoder().feed(first + last) == [(False, wsframes.OP_BINARY, b"abc"), (True, wsframes.OP_CONT, b"de")]
 
 
 def test_oversized_and_malformed_frames_are_refused():

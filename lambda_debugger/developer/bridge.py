@@ -138,9 +138,7 @@ class AttachBridge:
             raise BridgeError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
         self.function_id = function_id
         self.broker = broker
-        self.url = protocol.broker_url(
-            broker, protocol.DEFAULT_DEBUGGER_PORT, protocol.DEBUG_PATH_PREFIX + function_id
-        )
+        self.url = protocol.broker_url(broker, protocol.DEFAULT_DEBUGGER_PORT, protocol.DEBUG_PATH_PREFIX + function_id)
         self.token = token
         self.out = out or sys.stderr
         self.connect_timeout_s = connect_timeout_s
@@ -219,8 +217,10 @@ class AttachBridge:
             self.broker_problem = str(exc)
             self._broker_refuses = exc.kind == TOKEN
             if self._broker_refuses and not self.token:
-                self.broker_problem = ("the broker asks for a debugger token and none was given"
-                                       " (BROKER_DEBUGGER_TOKEN, --token or --token-file)")
+                self.broker_problem = (
+                    "the broker asks for a debugger token and none was given"
+                    " (BROKER_DEBUGGER_TOKEN, --token or --token-file)"
+                )
         else:
             self.broker_problem = None
             self._broker_refuses = False
@@ -228,21 +228,31 @@ class AttachBridge:
         if self.broker_problem is None:
             if was is not None or not self._down_since:
                 secure = self.url.startswith("wss:")
-                self.say("broker ok: %s answers%s; %s" % (
-                    self.url.rsplit("/debug/", 1)[0], ", TLS verified" if secure else " (no TLS)",
-                    "debugger token accepted" if self.token else "it asks for no token (--insecure)"))
+                self.say(
+                    "broker ok: %s answers%s; %s"
+                    % (
+                        self.url.rsplit("/debug/", 1)[0],
+                        ", TLS verified" if secure else " (no TLS)",
+                        "debugger token accepted" if self.token else "it asks for no token (--insecure)",
+                    )
+                )
             self._down_since = -1.0  # reported once
         elif self._broker_refuses:
-            self.say("broker check failed: %s; fix the token and start attach again (an IDE that attaches is told"
-                     " this too)" % self.broker_problem)
+            self.say(
+                "broker check failed: %s; fix the token and start attach again (an IDE that attaches is told"
+                " this too)" % self.broker_problem
+            )
         else:
             if was != self.broker_problem or self._down_since <= 0:
                 self._down_since = now
                 self.say("broker check failed: %s" % self.broker_problem)
             elif self._tty or now - self._last_check_report >= REPORT_EVERY_S:
                 self._last_check_report = now
-                self.say("broker still down: %s (for %d s; checking every %d s)"
-                         % (self.broker_problem, now - self._down_since, CHECK_EVERY_S), transient=True)
+                self.say(
+                    "broker still down: %s (for %d s; checking every %d s)"
+                    % (self.broker_problem, now - self._down_since, CHECK_EVERY_S),
+                    transient=True,
+                )
         return self.broker_problem
 
     def handle(self, ide: socket.socket, peer=None, *, stop=None) -> bool:
@@ -288,8 +298,9 @@ class AttachBridge:
             self._end_ide(ide_end, why, pump=pump)
         finally:
             # A frame left half-sent must not be followed by a close frame.
-            broker.close(protocol.CloseCode.NORMAL, "debugger disconnected",
-                         send_frame=pump is None or not pump.queued(broker))
+            broker.close(
+                protocol.CloseCode.NORMAL, "debugger disconnected", send_frame=pump is None or not pump.queued(broker)
+            )
         return pump is not None
 
     # The phases of one IDE connection --------------------------------------
@@ -303,8 +314,7 @@ class AttachBridge:
         while not ide.dap.messages_from_ide:
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
-                self.say("closed a connection%s that sent no DAP message within %d s"
-                         % (where, self.first_message_s))
+                self.say("closed a connection%s that sent no DAP message within %d s" % (where, self.first_message_s))
                 return None
             if not select.select([ide], [], [], min(left, 0.5))[0]:
                 continue
@@ -313,8 +323,10 @@ class AttachBridge:
             except OSError:
                 data = None
             if data is None:
-                self.say("a connection%s closed before sending a DAP message (a port check?); nothing was asked"
-                         " of the broker" % where)
+                self.say(
+                    "a connection%s closed before sending a DAP message (a port check?); nothing was asked"
+                    " of the broker" % where
+                )
                 return None
             early += data
             if ide.dap.from_ide.broken or len(early) > MAX_EARLY_BYTES:
@@ -378,12 +390,21 @@ class AttachBridge:
                     expires_ms = message.expires_ms
                 elif isinstance(message, protocol.Paired):
                     left = (message.deadline_ms - time.time() * 1000) / 1000.0
-                    self.say("attached to %s: request %s, function %s (%s), %.1f s left"
-                             % (message.function_id, message.request_id, message.function_name or "?",
-                                message.runtime or "?", left))
+                    self.say(
+                        "attached to %s: request %s, function %s (%s), %.1f s left"
+                        % (
+                            message.function_id,
+                            message.request_id,
+                            message.function_name or "?",
+                            message.runtime or "?",
+                            left,
+                        )
+                    )
                     if message.attachment > 1:
-                        self.say("a debugger left this invocation earlier: its handler is running"
-                                 " and stops at your next breakpoint")
+                        self.say(
+                            "a debugger left this invocation earlier: its handler is running"
+                            " and stops at your next breakpoint"
+                        )
                     self.paired = message
                     return bytes(early)
             now = time.monotonic()
@@ -446,11 +467,13 @@ class AttachBridge:
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 left = max(0.0, deadline_ms / 1000.0 - time.time())
-                self.say("attached to %s: %d s left before the Lambda timeout"
-                         % (self.function_id, left), transient=True)
+                self.say(
+                    "attached to %s: %d s left before the Lambda timeout" % (self.function_id, left), transient=True
+                )
         if result.endpoint is not broker:
-            raise SessionOver("the IDE disconnected; the handler runs on, and attaching again debugs it further",
-                              ide_left=True)
+            raise SessionOver(
+                "the IDE disconnected; the handler runs on, and attaching again debugs it further", ide_left=True
+            )
         if self._ended is not None:
             raise SessionOver(self._ended.message, exit_code=self._ended.exit_code)
         raise SessionOver(self._why_closed(broker, deadline_ms))
@@ -464,14 +487,17 @@ class AttachBridge:
         if code in (protocol.CloseCode.INVOCATION_DONE, protocol.CloseCode.PEER_GONE) and timed_out:
             return "the invocation reached its Lambda timeout: Lambda stopped the function"
         if code == protocol.CloseCode.PEER_GONE:
-            return ("the function's side of the session disconnected (its process ended or lost the network): "
-                    + describe_close(code, reason))
+            return (
+                "the function's side of the session disconnected (its process ended or lost the network): "
+                + describe_close(code, reason)
+            )
         if code is None:
             return "the connection to the broker was lost"
         return "the broker ended the session: " + describe_close(code, reason)
 
-    def _end_ide(self, ide: IdeEndpoint, why: str, exit_code: Optional[int] = None, *,
-                 pump: Optional[relay.Pump] = None) -> None:
+    def _end_ide(
+        self, ide: IdeEndpoint, why: str, exit_code: Optional[int] = None, *, pump: Optional[relay.Pump] = None
+    ) -> None:
         """Tell the IDE, as debugpy's adapter would, that its session is over
         and why; then answer its ``disconnect`` and let it go. Never raises."""
         try:
@@ -501,9 +527,11 @@ class AttachBridge:
     def _warn(self, ide: IdeEndpoint, seconds: int) -> None:
         """Tell the developer, in the debug console too, that the Lambda
         timeout is near."""
-        text = ("lambda-debugger: %d s left before the Lambda timeout of request %s. Lambda ends the invocation"
-                " then, stopped at a breakpoint or not; raise the function's timeout to debug longer.\n"
-                % (seconds, self.paired.request_id))
+        text = (
+            "lambda-debugger: %d s left before the Lambda timeout of request %s. Lambda ends the invocation"
+            " then, stopped at a breakpoint or not; raise the function's timeout to debug longer.\n"
+            % (seconds, self.paired.request_id)
+        )
         ide.inject(ide.dap.output(text, "important" if seconds <= 10 else "console"))
         self.say("%d s left before the Lambda timeout of %s" % (seconds, self.function_id))
 

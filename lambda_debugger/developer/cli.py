@@ -7,7 +7,6 @@ import sys
 from typing import List, Optional, Tuple
 
 from lambda_debugger import __version__
-
 from lambda_debugger.wire import protocol
 
 COMMANDS = ("broker", "attach", "sessions", "local", "layer")
@@ -20,8 +19,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             from broker_server.app import main as broker_main
         except ImportError as exc:
-            print("lambda-debugger broker needs tornado: pip install 'lambda-debugger[broker]' (%s)" % exc,
-                  file=sys.stderr)
+            print(
+                "lambda-debugger broker needs tornado: pip install 'lambda-debugger[broker]' (%s)" % exc,
+                file=sys.stderr,
+            )
             return 2
         return broker_main(argv[1:], prog="lambda-debugger broker")
     args = _parser().parse_args(argv)
@@ -43,18 +44,33 @@ def _parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="bridge a local IDE port to a function's invocations")
     attach.add_argument("function_id", metavar="FUNCTION_ID", help="the DEBUGGER_FUNCTION_ID of the function")
     _broker_options(attach)
-    attach.add_argument("--listen", default="127.0.0.1:5678", metavar="HOST:PORT",
-                        help="where the IDE attaches (default 127.0.0.1:5678)")
+    attach.add_argument(
+        "--listen",
+        default="127.0.0.1:5678",
+        metavar="HOST:PORT",
+        help="where the IDE attaches (default 127.0.0.1:5678)",
+    )
     attach.add_argument("--once", action="store_true", help="exit after one debug session")
-    attach.add_argument("--warn-at", default="60,30,10", metavar="S[,S...]",
-                        help="seconds before the Lambda timeout at which the IDE's debug console is told"
-                             " (default 60,30,10; 'none' for never)")
-    attach.add_argument("--print-vscode-config", action="store_true",
-                        help="print .vscode/launch.json and tasks.json for these options (F5 starts this bridge"
-                             " and attaches) as one JSON object keyed by file, then exit without connecting")
-    attach.add_argument("--remote-root", default="/var/task", metavar="PATH",
-                        help="with --print-vscode-config: where the function's code lives in Lambda, mapped to"
-                             " the workspace folder (default /var/task)")
+    attach.add_argument(
+        "--warn-at",
+        default="60,30,10",
+        metavar="S[,S...]",
+        help="seconds before the Lambda timeout at which the IDE's debug console is told"
+        " (default 60,30,10; 'none' for never)",
+    )
+    attach.add_argument(
+        "--print-vscode-config",
+        action="store_true",
+        help="print .vscode/launch.json and tasks.json for these options (F5 starts this bridge"
+        " and attaches) as one JSON object keyed by file, then exit without connecting",
+    )
+    attach.add_argument(
+        "--remote-root",
+        default="/var/task",
+        metavar="PATH",
+        help="with --print-vscode-config: where the function's code lives in Lambda, mapped to"
+        " the workspace folder (default /var/task)",
+    )
     attach.set_defaults(run=_attach)
 
     sessions = sub.add_parser("sessions", help="list what the broker holds now")
@@ -65,35 +81,62 @@ def _parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="run a handler in the real Lambda runtime client, locally, debuggable")
     local.add_argument("handler", metavar="HANDLER", help="Lambda handler, e.g. examples/hello.handler")
     local.add_argument("--event", metavar="FILE", help="JSON event file ('-' for stdin; default {})")
-    local.add_argument("--listen", default="127.0.0.1:5678", metavar="HOST:PORT",
-                       help="where the IDE attaches (default 127.0.0.1:5678)")
-    local.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                       help="function timeout in seconds (default 300)")
-    local.add_argument("--wait-max", type=int, default=60000, metavar="MS",
-                       help="how long the invocation waits for a debugger (default 60000)")
-    local.add_argument("--task-root", default=".", metavar="DIR",
-                       help="the folder Lambda would unpack the function into (default .)")
+    local.add_argument(
+        "--listen",
+        default="127.0.0.1:5678",
+        metavar="HOST:PORT",
+        help="where the IDE attaches (default 127.0.0.1:5678)",
+    )
+    local.add_argument(
+        "--timeout", type=float, default=300.0, metavar="S", help="function timeout in seconds (default 300)"
+    )
+    local.add_argument(
+        "--wait-max",
+        type=int,
+        default=60000,
+        metavar="MS",
+        help="how long the invocation waits for a debugger (default 60000)",
+    )
+    local.add_argument(
+        "--task-root", default=".", metavar="DIR", help="the folder Lambda would unpack the function into (default .)"
+    )
     local.set_defaults(run=_local)
 
     layer = sub.add_parser("layer", help="build a Lambda layer zip of the Lambda side (python/ and the exec wrapper)")
-    layer.add_argument("--arch", default="x86_64", choices=("x86_64", "arm64"),
-                       help="the function's architecture (default x86_64)")
-    layer.add_argument("--python", default="%d.%d" % sys.version_info[:2], metavar="3.X",
-                       help="the function's Python runtime, 3.10 to 3.14 (default: this Python's)")
+    layer.add_argument(
+        "--arch", default="x86_64", choices=("x86_64", "arm64"), help="the function's architecture (default x86_64)"
+    )
+    layer.add_argument(
+        "--python",
+        default="%d.%d" % sys.version_info[:2],
+        metavar="3.X",
+        help="the function's Python runtime, 3.10 to 3.14 (default: this Python's)",
+    )
     layer.add_argument("-o", "--output", default="dist", metavar="DIR", help="folder for the zip (default dist)")
     layer.set_defaults(run=_layer)
     return parser
 
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, metavar="HOST[:PORT]",
-                        help="broker address: host, host:port, ws://... or wss://... (port 9229 by default)")
-    parser.add_argument("--token", default=None,
-                        help="the broker's debugger token (default: $BROKER_DEBUGGER_TOKEN)")
-    parser.add_argument("--token-file", default=None, metavar="PATH",
-                        help="read the debugger token from this file (keeps it out of process listings)")
-    parser.add_argument("--ca-file", default=None, metavar="PATH",
-                        help="PEM bundle that signs the broker's certificate (wss:// with a private CA)")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        metavar="HOST[:PORT]",
+        help="broker address: host, host:port, ws://... or wss://... (port 9229 by default)",
+    )
+    parser.add_argument("--token", default=None, help="the broker's debugger token (default: $BROKER_DEBUGGER_TOKEN)")
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the debugger token from this file (keeps it out of process listings)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PATH",
+        help="PEM bundle that signs the broker's certificate (wss:// with a private CA)",
+    )
 
 
 class _UsageError(Exception):
@@ -126,8 +169,14 @@ def _attach(args) -> int:
         return _print_vscode_config(args)
     try:
         ca_file = _ca_file(args)
-        bridge = AttachBridge(args.function_id, args.broker, token=_token(args), listen=parse_listen(args.listen),
-                              sslopt={"ca_certs": ca_file} if ca_file else None, warn_at=_warn_at(args.warn_at))
+        bridge = AttachBridge(
+            args.function_id,
+            args.broker,
+            token=_token(args),
+            listen=parse_listen(args.listen),
+            sslopt={"ca_certs": ca_file} if ca_file else None,
+            warn_at=_warn_at(args.warn_at),
+        )
     except (BridgeError, ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
@@ -136,11 +185,15 @@ def _attach(args) -> int:
         return 2
     bridge.say("bridging to %s" % bridge.url)
     if not bridge.token:
-        bridge.say("warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file); the broker"
-                   " refuses the bridge unless it runs --insecure")
+        bridge.say(
+            "warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file); the broker"
+            " refuses the bridge unless it runs --insecure"
+        )
     if not _is_loopback(bridge.address[0]):
-        bridge.say("warning: listening on %s, beyond this machine: whoever reaches that port can debug the"
-                   " function, that is, run code with its role; prefer --listen 127.0.0.1:PORT" % bridge.address[0])
+        bridge.say(
+            "warning: listening on %s, beyond this machine: whoever reaches that port can debug the"
+            " function, that is, run code with its role; prefer --listen 127.0.0.1:PORT" % bridge.address[0]
+        )
     try:
         bridge.serve(once=args.once)
     except BridgeError as exc:
@@ -156,8 +209,7 @@ def _warn_at(text: str) -> Tuple[int, ...]:
         return ()
     parts = [part.strip() for part in text.split(",")]
     if not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise _UsageError("--warn-at must be whole seconds separated by commas (e.g. 60,30,10) or none, not %r"
-                          % text)
+        raise _UsageError("--warn-at must be whole seconds separated by commas (e.g. 60,30,10) or none, not %r" % text)
     return tuple(int(part) for part in parts)
 
 
@@ -183,8 +235,9 @@ def _print_vscode_config(args) -> int:
         if listen[1] == 0:
             raise _UsageError("--print-vscode-config needs a fixed --listen port, not 0")
         if not args.remote_root.startswith("/"):
-            raise _UsageError("--remote-root must be an absolute path in the Lambda environment, not %r"
-                              % args.remote_root)
+            raise _UsageError(
+                "--remote-root must be an absolute path in the Lambda environment, not %r" % args.remote_root
+            )
         if args.token and args.token_file:
             raise _UsageError("give --token or --token-file, not both")
         ca_file = _ca_file(args)
@@ -192,18 +245,27 @@ def _print_vscode_config(args) -> int:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
     token_file = os.path.abspath(args.token_file) if args.token_file else None
-    files = vscode_files(function_id=args.function_id, broker=args.broker, listen=listen,
-                         remote_root=args.remote_root, token_file=token_file,
-                         ca_file=os.path.abspath(ca_file) if ca_file else None, once=args.once)
+    files = vscode_files(
+        function_id=args.function_id,
+        broker=args.broker,
+        listen=listen,
+        remote_root=args.remote_root,
+        token_file=token_file,
+        ca_file=os.path.abspath(ca_file) if ca_file else None,
+        once=args.once,
+    )
     print(render(files), end="")
     # Guidance goes to stderr so that stdout stays one JSON document.
     if token_file:
         where = "from %s (--token-file)" % token_file
     else:
         where = "from BROKER_DEBUGGER_TOKEN in VS Code's environment (or add --token-file PATH)"
-    print("lambda-debugger attach: put each value into that file of your project (or merge it into the file"
-          " you have); the bridge that F5 starts reads the debugger token %s%s"
-          % (where, "; --token is never written into the files" if args.token else ""), file=sys.stderr)
+    print(
+        "lambda-debugger attach: put each value into that file of your project (or merge it into the file"
+        " you have); the bridge that F5 starts reads the debugger token %s%s"
+        % (where, "; --token is never written into the files" if args.token else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -77,8 +77,9 @@ def build_layer(arch: str, python: str, out_dir: str, *, pip_args=(), log=print)
     if arch not in ARCHITECTURES:
         raise LayerError("--arch must be one of %s, not %r" % (", ".join(ARCHITECTURES), arch))
     if python not in PYTHON_VERSIONS:
-        raise LayerError("--python must be one of %s (Lambda's Python runtimes), not %r"
-                         % (", ".join(PYTHON_VERSIONS), python))
+        raise LayerError(
+            "--python must be one of %s (Lambda's Python runtimes), not %r" % (", ".join(PYTHON_VERSIONS), python)
+        )
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
@@ -93,8 +94,10 @@ def build_layer(arch: str, python: str, out_dir: str, *, pip_args=(), log=print)
         os.chmod(wrapper, 0o755)
         path = os.path.join(out_dir, layer_file_name(python, arch))
         unzipped = _zip(root, path)
-        parts = sorted(((name, _size(os.path.join(site, name))) for name in os.listdir(site)
-                        if not name.endswith(".dist-info")), key=lambda part: -part[1])
+        parts = sorted(
+            ((name, _size(os.path.join(site, name))) for name in os.listdir(site) if not name.endswith(".dist-info")),
+            key=lambda part: -part[1],
+        )
         wheels = _wheels(site)
     return LayerReport(path, os.path.getsize(path), unzipped, parts, wheels)
 
@@ -117,19 +120,37 @@ def _pip_install(site: str, arch: str, python: str, pip_args) -> None:
     machine = ARCHITECTURES[arch]
     major, minor = GLIBC[python]
     command = [
-        sys.executable, "-m", "pip", "install", "--target", site, "--only-binary=:all:", "--no-compile",
-        "--implementation", "cp", "--python-version", python,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--target",
+        site,
+        "--only-binary=:all:",
+        "--no-compile",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python,
         # pip also accepts every older manylinux tag of these.
-        "--platform", "manylinux_%d_%d_%s" % (major, minor, machine),
-        "--platform", "manylinux2014_%s" % machine,
-        "--disable-pip-version-check", "--quiet", *pip_args, *LAMBDA_REQUIREMENTS,
+        "--platform",
+        "manylinux_%d_%d_%s" % (major, minor, machine),
+        "--platform",
+        "manylinux2014_%s" % machine,
+        "--disable-pip-version-check",
+        "--quiet",
+        *pip_args,
+        *LAMBDA_REQUIREMENTS,
     ]
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    result = subprocess.run(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     if result.returncode != 0:
         tail = "\n".join(result.stdout.strip().splitlines()[-6:])
-        raise LayerError("pip could not fetch the wheels for Python %s on %s (is PyPI or your index "
-                         "reachable?):\n%s" % (python, arch, tail))
+        raise LayerError(
+            "pip could not fetch the wheels for Python %s on %s (is PyPI or your index "
+            "reachable?):\n%s" % (python, arch, tail)
+        )
     for name in os.listdir(site):
         if name == "bin" or name.endswith(".dist-info") and not name.startswith(("debugpy", "websocket")):
             shutil.rmtree(os.path.join(site, name), ignore_errors=True)
@@ -172,10 +193,12 @@ def _size(path: str) -> int:
 def describe(report: LayerReport) -> str:
     """Lines for the terminal: where the zip is, its size, what is in it."""
     mib = lambda n: "%.1f MiB" % (n / 1048576.0)  # noqa: E731
-    lines = ["built %s: %s zipped, %s unzipped (Lambda allows %s unzipped for the function and all its layers)"
-             % (report.path, mib(report.zipped_bytes), mib(report.unzipped_bytes), mib(LAMBDA_UNZIPPED_LIMIT)),
-             "contents:",
-             "  %-40s %s" % (WRAPPER_NAME, "exec wrapper: AWS_LAMBDA_EXEC_WRAPPER=/opt/" + WRAPPER_NAME)]
+    lines = [
+        "built %s: %s zipped, %s unzipped (Lambda allows %s unzipped for the function and all its layers)"
+        % (report.path, mib(report.zipped_bytes), mib(report.unzipped_bytes), mib(LAMBDA_UNZIPPED_LIMIT)),
+        "contents:",
+        "  %-40s %s" % (WRAPPER_NAME, "exec wrapper: AWS_LAMBDA_EXEC_WRAPPER=/opt/" + WRAPPER_NAME),
+    ]
     for name, size in report.parts:
         lines.append("  %-40s %s" % ("python/" + name, mib(size)))
     for distribution, version, tag in report.wheels:

@@ -57,8 +57,11 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise SessionsError("the broker's TLS certificate does not verify (%s); give --ca-file with the CA"
-                                " that signed it" % (reason.verify_message or reason), TLS) from None
+            raise SessionsError(
+                "the broker's TLS certificate does not verify (%s); give --ca-file with the CA"
+                " that signed it" % (reason.verify_message or reason),
+                TLS,
+            ) from None
         if isinstance(reason, ssl.SSLError):
             raise SessionsError("TLS with the broker at %s failed: %s" % (url, reason), TLS) from None
         raise SessionsError("cannot reach the broker at %s: %s" % (url, reason), UNREACHABLE) from None
@@ -81,7 +84,16 @@ def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
         deadline = s.get("deadline_ms") or 0
         left = "%.0f s" % max(0, deadline / 1000.0 - now) if deadline else "-"
         age = "%.0f s" % max(0, now - s["since"]) if s.get("since") else "-"
-        rows.append((str(s.get("function_id", "")), str(s.get("state", "")), str(s.get("request_id") or "-"),
-                     str(s.get("function_name") or "-"), age, left, str(s.get("attachments", 0))))
+        rows.append(
+            (
+                str(s.get("function_id", "")),
+                str(s.get("state", "")),
+                str(s.get("request_id") or "-"),
+                str(s.get("function_name") or "-"),
+                age,
+                left,
+                str(s.get("attachments", 0)),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

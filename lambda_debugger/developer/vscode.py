@@ -118,19 +118,23 @@ def tasks_config(
     """
     inputs = []
     if function_id is None:
-        inputs.append({
-            "id": FUNCTION_ID_INPUT,
-            "type": "promptString",
-            "description": "DEBUGGER_FUNCTION_ID of the function to debug",
-            "default": PLACEHOLDER_FUNCTION_ID,
-        })
+        inputs.append(
+            {
+                "id": FUNCTION_ID_INPUT,
+                "type": "promptString",
+                "description": "DEBUGGER_FUNCTION_ID of the function to debug",
+                "default": PLACEHOLDER_FUNCTION_ID,
+            }
+        )
     if broker is None:
-        inputs.append({
-            "id": BROKER_INPUT,
-            "type": "promptString",
-            "description": "broker address: host, host:port, ws://... or wss://... (port 9229 by default)",
-            "default": PLACEHOLDER_BROKER,
-        })
+        inputs.append(
+            {
+                "id": BROKER_INPUT,
+                "type": "promptString",
+                "description": "broker address: host, host:port, ws://... or wss://... (port 9229 by default)",
+                "default": PLACEHOLDER_BROKER,
+            }
+        )
     args = [
         "attach",
         function_id if function_id is not None else "${input:%s}" % FUNCTION_ID_INPUT,
@@ -181,8 +185,9 @@ def vscode_files(
     """Both files, keyed by their path in the project."""
     return {
         ".vscode/launch.json": launch_config(function_id=function_id, listen=listen, remote_root=remote_root),
-        ".vscode/tasks.json": tasks_config(function_id=function_id, broker=broker, listen=listen,
-                                           token_file=token_file, ca_file=ca_file, once=once),
+        ".vscode/tasks.json": tasks_config(
+            function_id=function_id, broker=broker, listen=listen, token_file=token_file, ca_file=ca_file, once=once
+        ),
     }
 
 

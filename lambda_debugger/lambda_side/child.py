@@ -89,8 +89,12 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
         return
     except Exception as exc:
         version = getattr(sys.modules.get("debugpy"), "__version__", "")
-        conn.send(("failed", "debugpy %scould not start: %s: %s"
-                   % (version + " " if version else "", type(exc).__name__, exc)))
+        conn.send(
+            (
+                "failed",
+                "debugpy %scould not start: %s: %s" % (version + " " if version else "", type(exc).__name__, exc),
+            )
+        )
         return
     conn.send(("ready", port))
     import debugpy

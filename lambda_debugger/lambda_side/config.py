@@ -66,18 +66,14 @@ class LambdaConfig:
         if not address:
             raise ConfigError("DEBUGGER_BROKER_ADDRESS is not set")
         try:
-            url = protocol.broker_url(
-                address, protocol.DEFAULT_LAMBDA_PORT, protocol.LAMBDA_PATH_PREFIX + function_id
-            )
+            url = protocol.broker_url(address, protocol.DEFAULT_LAMBDA_PORT, protocol.LAMBDA_PATH_PREFIX + function_id)
         except protocol.ProtocolError as exc:
             raise ConfigError("DEBUGGER_BROKER_ADDRESS: %s" % exc) from None
         wait_text = environ.get("DEBUGGER_WAIT_MAX", "").strip()
         wait_max_ms = DEFAULT_WAIT_MAX_MS
         if wait_text:
             if not wait_text.isdigit():
-                raise ConfigError(
-                    "DEBUGGER_WAIT_MAX must be a whole number of milliseconds, not %r" % wait_text[:20]
-                )
+                raise ConfigError("DEBUGGER_WAIT_MAX must be a whole number of milliseconds, not %r" % wait_text[:20])
             wait_max_ms = int(wait_text)
         log_level = environ.get("DEBUGGER_LOG_LEVEL", "").strip().lower() or "info"
         if log_level not in LOG_LEVELS:

@@ -14,6 +14,7 @@ from typing import Optional
 
 from lambda_debugger.lambda_side.child import RemoteError
 
+
 def rebuild(remote: RemoteError) -> BaseException:
     """Return an exception equal to the child's, with the handler's frames.
 
@@ -74,7 +75,7 @@ def fake_traceback(frames):
             exec(code, {"__exception__": _Placeholder(), "__name__": "__lambda_debugger__"})
         except BaseException as raised:
             entries.append(raised.__traceback__.tb_next)  # skip this function's frame
-    for entry, following in zip(entries, entries[1:]):
+    for entry, following in zip(entries, entries[1:], strict=False):
         entry.tb_next = following
     return entries[0] if entries else None
 

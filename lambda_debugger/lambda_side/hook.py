@@ -40,7 +40,8 @@ def install(environ: Optional[Mapping[str, str]] = None, modules=None) -> bool:
         log.warning(
             "lambda_debugger: imported before the handler module %r; put `import lambda_debugger` "
             "as the last line of %s.py",
-            module_name, module_name.replace(".", "/"),
+            module_name,
+            module_name.replace(".", "/"),
         )
         return False
     handler = getattr(module, function_name, None)
@@ -48,7 +49,9 @@ def install(environ: Optional[Mapping[str, str]] = None, modules=None) -> bool:
         log.warning(
             "lambda_debugger: %s.%s is not defined yet; move `import lambda_debugger` to the end "
             "of %s.py, after the handler",
-            module_name, function_name, module_name.replace(".", "/"),
+            module_name,
+            function_name,
+            module_name.replace(".", "/"),
         )
         return False
     proxy = wrap(handler, "%s.%s" % (module_name, function_name), environ)
@@ -77,7 +80,9 @@ def wrap(handler, name: str, environ: Optional[Mapping[str, str]] = None):
 
     log.info(
         "lambda_debugger: %s will wait up to %d ms per invocation for a debugger (function ID %s)",
-        name, config.wait_max_ms, config.function_id,
+        name,
+        config.wait_max_ms,
+        config.function_id,
     )
     return make_proxy(handler, config)
 

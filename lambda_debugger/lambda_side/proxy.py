@@ -21,9 +21,8 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any, Optional
 
 from lambda_debugger.lambda_side import child, errors, versions
-
-from lambda_debugger.wire import dap, protocol, relay
 from lambda_debugger.lambda_side.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
+from lambda_debugger.wire import dap, protocol, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     SocketEndpoint,
@@ -114,8 +113,7 @@ class _DebugpyCheck:
             self.checked = True
             self.problem = versions.debugpy_problem(versions.installed_debugpy())
             if self.problem:
-                log.warning("lambda_debugger: %s; every invocation runs normally, without the debugger",
-                            self.problem)
+                log.warning("lambda_debugger: %s; every invocation runs normally, without the debugger", self.problem)
         return self.problem is None
 
 
@@ -159,8 +157,10 @@ class DebugSession:
         # The handler must start by this time to keep its guaranteed share;
         # connecting, waiting and closing all fit before it.
         latest_start = arrived + (remaining_ms - handler_reserve_ms(remaining_ms)) / 1000.0
-        wait_end = min(arrived + (budget_ms / 1000.0 if budget_ms else self.config.connect_timeout_s),
-                       latest_start - CLOSE_ALLOWANCE_S)
+        wait_end = min(
+            arrived + (budget_ms / 1000.0 if budget_ms else self.config.connect_timeout_s),
+            latest_start - CLOSE_ALLOWANCE_S,
+        )
         if wait_end <= arrived:
             log.info("%r: %d ms left, too little to wait for a debugger", self, remaining_ms)
             return None
@@ -175,7 +175,8 @@ class DebugSession:
                 return None
             log.info(
                 "%r: debugger attached; running the handler under debugpy (%.1f s left)",
-                self, self.context.get_remaining_time_in_millis() / 1000.0,
+                self,
+                self.context.get_remaining_time_in_millis() / 1000.0,
             )
             # A paired debugger gets a fair time to finish attaching, never
             # past the handler's guaranteed share.
@@ -201,18 +202,22 @@ class DebugSession:
                 ca_file=self.config.ca_file,
             )
             self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
-            self.broker.send_control(protocol.Invocation(
-                request_id=self.request_id,
-                deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
-                function_name=getattr(self.context, "function_name", None) or "",
-                runtime="python%d.%d" % sys.version_info[:2],
-                wait_ms=budget_ms,
-            ))
+            self.broker.send_control(
+                protocol.Invocation(
+                    request_id=self.request_id,
+                    deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
+                    function_name=getattr(self.context, "function_name", None) or "",
+                    runtime="python%d.%d" % sys.version_info[:2],
+                    wait_ms=budget_ms,
+                )
+            )
         except Exception as exc:
             broker_breaker.trip()
             log.warning(
                 "%r: broker unreachable (%s); running normally, next try in %d s",
-                self, describe_error(exc), BROKER_RETRY_AFTER_S,
+                self,
+                describe_error(exc),
+                BROKER_RETRY_AFTER_S,
             )
             return None
         if budget_ms:
@@ -234,8 +239,12 @@ class DebugSession:
                 if code in (protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.BAD_REQUEST):
                     broker_breaker.trip()  # retrying each invocation cannot help
                 level = logging.INFO if code == protocol.CloseCode.NOT_WAITING else logging.WARNING
-                log.log(level, "%r: broker closed the connection: %s; running normally",
-                        self, describe_close(code, self.broker.close_reason))
+                log.log(
+                    level,
+                    "%r: broker closed the connection: %s; running normally",
+                    self,
+                    describe_close(code, self.broker.close_reason),
+                )
                 return None
             if isinstance(message, protocol.Paired):
                 return message
@@ -329,8 +338,11 @@ class DebugSession:
         """The debugger left while the handler runs: resume the handler, end
         the old debug stream, and tell the broker that another debugger may
         attach. Returns the next mode."""
-        log.info("%r: the debugger left (%s); the handler runs on and another debugger may attach",
-                 self, message.reason[:200] or "no reason given")
+        log.info(
+            "%r: the debugger left (%s); the handler runs on and another debugger may attach",
+            self,
+            message.reason[:200] or "no reason given",
+        )
         self.pump.flush(self.debugpy)  # the old debugger's last requests
         self.debugpy.close()
         self.debugpy = None
@@ -366,9 +378,11 @@ class DebugSession:
         except Exception as exc:
             return self._without_broker("broker connection failed (%s)" % describe_error(exc))
         if message is None:
-            return self._without_broker("the broker closed the connection: %s"
-                                        % describe_close(self.broker.close_code, self.broker.close_reason),
-                                        logging.INFO)
+            return self._without_broker(
+                "the broker closed the connection: %s"
+                % describe_close(self.broker.close_code, self.broker.close_reason),
+                logging.INFO,
+            )
         if isinstance(message, protocol.Paired):
             return self._reattach(message)
         self._on_notice(message)
@@ -387,13 +401,18 @@ class DebugSession:
         try:
             sock = socket.create_connection(("127.0.0.1", self.debugpy_port), timeout=5)
         except OSError as exc:
-            return self._without_broker("cannot reach the child's debugpy again (%s)" % exc,
-                                        reason="debugpy unreachable")
+            return self._without_broker(
+                "cannot reach the child's debugpy again (%s)" % exc, reason="debugpy unreachable"
+            )
         sock.settimeout(IO_TIMEOUT_S)
         self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
         self.pump = relay.Pump(self.broker, self.debugpy)
-        log.info("%r: debugger %d attached (%.1f s left); the handler stops at its next breakpoint",
-                 self, paired.attachment, self.context.get_remaining_time_in_millis() / 1000.0)
+        log.info(
+            "%r: debugger %d attached (%.1f s left); the handler stops at its next breakpoint",
+            self,
+            paired.attachment,
+            self.context.get_remaining_time_in_millis() / 1000.0,
+        )
         return RELAYING
 
     # Helpers -----------------------------------------------------------
@@ -476,8 +495,7 @@ class DebugSession:
         self._close_broker(protocol.CloseCode.PEER_GONE, "relay ended")
         if self.started and self.outcome is None:
             released = dap.release_debuggee(self.debugpy_port)
-            log.info("%r: %s", self, "the handler was resumed" if released
-                     else "debugpy did not confirm the resume")
+            log.info("%r: %s", self, "the handler was resumed" if released else "debugpy did not confirm the resume")
 
     def _give_up(self, why: str) -> None:
         """Run the handler here, without the debugger, because of ``why``."""
@@ -488,8 +506,12 @@ class DebugSession:
     def _tell_debugger(self, why: str, exit_code: Optional[int] = None) -> None:
         """Tell a paired debugger why its session ends (``Ended``), where the
         broker connection can still carry a message. Best effort."""
-        if (self.broker is None or self.broker.peer_closed or self.broker.sock.fileno() < 0
-                or (self.pump is not None and self.pump.queued(self.broker))):
+        if (
+            self.broker is None
+            or self.broker.peer_closed
+            or self.broker.sock.fileno() < 0
+            or (self.pump is not None and self.pump.queued(self.broker))
+        ):
             return
         try:
             self.broker.send_control(protocol.Ended(message=why, exit_code=exit_code))
@@ -511,8 +533,11 @@ class DebugSession:
     def _cleanup(self, latest_start: float) -> None:
         if self.debugpy is not None:
             self.debugpy.close()
-        self._close_broker(protocol.CloseCode.INVOCATION_DONE, "invocation finished",
-                           latest_start if not self.started else float("inf"))
+        self._close_broker(
+            protocol.CloseCode.INVOCATION_DONE,
+            "invocation finished",
+            latest_start if not self.started else float("inf"),
+        )
         if self.process is None or (self.started and self.outcome is None):
             return  # never kill a handler that is running
         if self.started:

@@ -69,6 +69,6 @@ def installed_debugpy(path: Optional[Sequence[str]] = None) -> Optional[str]:
             continue
         for name in names:
             if name.startswith("debugpy-") and name.endswith(".dist-info"):
-                return name[len("debugpy-"):-len(".dist-info")]
+                return name[len("debugpy-") : -len(".dist-info")]
         return UNKNOWN
     return None

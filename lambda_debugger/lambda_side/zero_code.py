@@ -49,8 +49,10 @@ def _load(name: str):
 def _original_handler():
     name = os.environ.get(ORIGINAL_HANDLER_VARIABLE, "").strip()
     if not name:
-        raise RuntimeError("%s is not set: use %s only through the lambda-debugger exec wrapper"
-                           % (ORIGINAL_HANDLER_VARIABLE, HANDLER_NAME))
+        raise RuntimeError(
+            "%s is not set: use %s only through the lambda-debugger exec wrapper"
+            % (ORIGINAL_HANDLER_VARIABLE, HANDLER_NAME)
+        )
     # The function sees its own handler name, as without the wrapper.
     os.environ["_HANDLER"] = name
     return _runtime_loader()(name)

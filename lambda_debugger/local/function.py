@@ -145,9 +145,7 @@ class LocalFunction:
             self._api.reset()
             self._process = self._spawn()
             self.cold_starts += 1
-        threading.Thread(
-            target=self._watch, args=(self._process,), name="lambda-runtime-watch", daemon=True
-        ).start()
+        threading.Thread(target=self._watch, args=(self._process,), name="lambda-runtime-watch", daemon=True).start()
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ)
@@ -157,9 +155,7 @@ class LocalFunction:
         if self.python != sys.executable:
             env["AWS_EXECUTION_ENV"] = "AWS_Lambda_python" + _python_version(self.python)
         env.update(self.env)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (self.task_root, env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.task_root, env.get("PYTHONPATH", "")) if p)
         command = [self.python, "-m", "awslambdaric", self.handler]
         wrapper = env.get("AWS_LAMBDA_EXEC_WRAPPER", "").strip()
         if wrapper:

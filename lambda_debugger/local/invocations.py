@@ -54,9 +54,7 @@ class InvocationResult:
 
 def error_document(error_type: str, message: str) -> bytes:
     """An error body shaped like the ones the Lambda service renders."""
-    return json.dumps(
-        {"errorMessage": message, "errorType": error_type}, separators=(",", ":")
-    ).encode()
+    return json.dumps({"errorMessage": message, "errorType": error_type}, separators=(",", ":")).encode()
 
 
 def new_trace_id() -> str:
@@ -229,10 +227,7 @@ class InvocationQueue:
             if ok and len(body) > MAX_RESPONSE_BYTES:
                 status = 413
                 self._needs_restart = True  # awslambdaric crashes on the 413
-                message = (
-                    "Response payload size exceeded maximum allowed payload size (%d bytes)."
-                    % MAX_RESPONSE_BYTES
-                )
+                message = "Response payload size exceeded maximum allowed payload size (%d bytes)." % MAX_RESPONSE_BYTES
                 document = error_document(TOO_LARGE_ERROR_TYPE, message)
                 inv.finish(False, document, TOO_LARGE_ERROR_TYPE)
             else:

@@ -73,8 +73,11 @@ def run_local(args) -> int:
         return 2
     with open(path, encoding="utf-8", errors="replace") as source:
         if "import lambda_debugger" not in source.read():
-            print("note: %s does not import lambda_debugger, so no debugger can attach; add "
-                  "`import lambda_debugger` as its last line" % path, file=out)
+            print(
+                "note: %s does not import lambda_debugger, so no debugger can attach; add "
+                "`import lambda_debugger` as its last line" % path,
+                file=out,
+            )
     try:
         import awslambdaric  # noqa: F401  (run in a child process; checked here for a clear error)
 
@@ -86,14 +89,20 @@ def run_local(args) -> int:
     from lambda_debugger.local.function import LocalFunction
 
     lambda_token, debugger_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    broker = BrokerServer(BrokerConfig(
-        host="127.0.0.1", lambda_port=0, debugger_port=0,
-        lambda_token=lambda_token, debugger_token=debugger_token,
-    ))
+    broker = BrokerServer(
+        BrokerConfig(
+            host="127.0.0.1",
+            lambda_port=0,
+            debugger_port=0,
+            lambda_token=lambda_token,
+            debugger_token=debugger_token,
+        )
+    )
     broker.start_in_thread()
     try:
-        bridge = AttachBridge(FUNCTION_ID, "127.0.0.1:%d" % broker.debugger_port, token=debugger_token,
-                              listen=listen, out=out)
+        bridge = AttachBridge(
+            FUNCTION_ID, "127.0.0.1:%d" % broker.debugger_port, token=debugger_token, listen=listen, out=out
+        )
     except OSError as exc:
         broker.stop()
         print("lambda-debugger local: cannot listen on %s: %s" % (args.listen, exc.strerror or exc), file=out)
@@ -102,7 +111,11 @@ def run_local(args) -> int:
     bridge_thread = threading.Thread(target=_serve, args=(bridge, stop), name="attach-bridge", daemon=True)
     bridge_thread.start()
     function = LocalFunction(
-        args.handler, task_root=args.task_root, timeout_s=args.timeout, stdout=out, stderr=out,
+        args.handler,
+        task_root=args.task_root,
+        timeout_s=args.timeout,
+        stdout=out,
+        stderr=out,
         env={
             "DEBUGGER_ACTIVE": "1",
             "DEBUGGER_BROKER_ADDRESS": "ws://127.0.0.1:%d" % broker.lambda_port,
@@ -113,8 +126,11 @@ def run_local(args) -> int:
     )
     progress = threading.Thread(target=_report_wait, args=(bridge, stop, args.wait_max, listen, out), daemon=True)
     try:
-        print("invoking %s (timeout %g s); a debugger may attach at %s:%d for up to %g s"
-              % (args.handler, args.timeout, listen[0], bridge.address[1], args.wait_max / 1000.0), file=out)
+        print(
+            "invoking %s (timeout %g s); a debugger may attach at %s:%d for up to %g s"
+            % (args.handler, args.timeout, listen[0], bridge.address[1], args.wait_max / 1000.0),
+            file=out,
+        )
         progress.start()
         result = function.invoke(event)
     except KeyboardInterrupt:
@@ -125,8 +141,7 @@ def run_local(args) -> int:
         function.close()
         broker.stop()
         bridge_thread.join(2)
-    print("%s: %s in %.0f ms" % (
-        "response" if result.ok else "error", result.request_id, result.duration_ms), file=out)
+    print("%s: %s in %.0f ms" % ("response" if result.ok else "error", result.request_id, result.duration_ms), file=out)
     sys.stdout.write(result.payload.decode("utf-8", "replace") + "\n")
     sys.stdout.flush()
     return 0 if result.ok else 1
@@ -149,6 +164,10 @@ def _report_wait(bridge: AttachBridge, stop: threading.Event, wait_max_ms: int, 
         if bridge.paired is not None or left <= 0:
             return
         line = "waiting for a debugger at %s:%d: %d s elapsed, %d s left" % (
-            listen[0], bridge.address[1], elapsed, left)
+            listen[0],
+            bridge.address[1],
+            elapsed,
+            left,
+        )
         out.write(("\r\x1b[K" + line) if tty else line + "\n")
         out.flush()

@@ -49,9 +49,7 @@ API_PREFIX = "/2018-06-01/runtime"
 #: the first event: Lambda's own init phase limit.
 DEFAULT_INIT_TIMEOUT_S = 10.0
 
-_RESPONSE_PATH = re.compile(
-    re.escape(API_PREFIX) + r"/invocation/(?P<id>[^/]+)/(?P<kind>response|error)\Z"
-)
+_RESPONSE_PATH = re.compile(re.escape(API_PREFIX) + r"/invocation/(?P<id>[^/]+)/(?P<kind>response|error)\Z")
 _JsonHeader = Union[None, str, Dict[str, Any]]
 
 
@@ -173,8 +171,7 @@ class RuntimeAPI:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(max(1, math.ceil(timeout_s))),
             "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/" + self.function_name,
-            "AWS_LAMBDA_LOG_STREAM_NAME": "%s/[%s]%s"
-            % (today, self.function_version, uuid.uuid4().hex),
+            "AWS_LAMBDA_LOG_STREAM_NAME": "%s/[%s]%s" % (today, self.function_version, uuid.uuid4().hex),
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
@@ -297,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.rfile = rfile
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
+    def log_message(self, format: str, *args) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("runtime api: " + format, *args)
 

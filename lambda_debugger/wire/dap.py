@@ -77,7 +77,7 @@ class MessageReader:
                 step = min(self._body_left, len(view))
                 room = self._keep - len(self._body)
                 if room > 0:
-                    self._body += view[:min(room, step)]
+                    self._body += view[: min(room, step)]
                 self._body_left -= step
                 view = view[step:]
                 if not self._body_left:
@@ -167,15 +167,21 @@ class Conversation:
 
     def output(self, text: str, category: str = "console") -> bytes:
         """An ``output`` event of the bridge's own, framed."""
-        return encode({"seq": next(self._seq), "type": "event", "event": "output",
-                       "body": {"category": category, "output": text}})
+        return encode(
+            {"seq": next(self._seq), "type": "event", "event": "output", "body": {"category": category, "output": text}}
+        )
 
     def answer(self, seq: int, command: str, error: Optional[str] = None) -> bytes:
         """The response to the IDE's request ``seq``: success, or the
         ``error`` message (VS Code shows it in a dialog)."""
         self.pending.pop(seq, None)
-        response = {"seq": next(self._seq), "type": "response", "request_seq": seq,
-                    "command": command, "success": error is None}
+        response = {
+            "seq": next(self._seq),
+            "type": "response",
+            "request_seq": seq,
+            "command": command,
+            "success": error is None,
+        }
         if error is not None:
             response["message"] = error
             if command in START_REQUESTS:  # the reason the session never started: shown in a dialog
@@ -196,8 +202,9 @@ class Conversation:
         for seq, command in sorted(self.pending.items()):
             parts.append(self.answer(seq, command, error=why))
         if exit_code is not None and "exited" not in self._adapter_events:
-            parts.append(encode({"seq": next(self._seq), "type": "event", "event": "exited",
-                                 "body": {"exitCode": exit_code}}))
+            parts.append(
+                encode({"seq": next(self._seq), "type": "event", "event": "exited", "body": {"exitCode": exit_code}})
+            )
         if "terminated" not in self._adapter_events:
             parts.append(encode({"seq": next(self._seq), "type": "event", "event": "terminated", "body": {}}))
         return b"".join(parts)
@@ -213,10 +220,16 @@ def release_debuggee(port: int, timeout: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(encode({
-                "seq": OWN_SEQ, "type": "request", "command": "disconnect",
-                "arguments": {"restart": False, "terminateDebuggee": False},
-            }))
+            sock.sendall(
+                encode(
+                    {
+                        "seq": OWN_SEQ,
+                        "type": "request",
+                        "command": "disconnect",
+                        "arguments": {"restart": False, "terminateDebuggee": False},
+                    }
+                )
+            )
             received = b""
             while b'"command":"disconnect"' not in received.replace(b" ", b""):
                 sock.settimeout(max(0.01, deadline - time.monotonic()))

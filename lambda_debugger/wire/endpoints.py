@@ -33,7 +33,6 @@ KEEPALIVE_S = 5.0
 TLS_RECORD_BYTES = 16 * 1024
 
 
-
 #: Variables that make websocket-client dial through an HTTP proxy.
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")
 
@@ -53,8 +52,13 @@ def open_websocket(url: str, *, timeout: float, header: dict, ca_file: Optional[
     import websocket  # websocket-client, loaded only when a session starts
 
     if any(os.environ.get(name) for name in PROXY_VARIABLES):
-        return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=False,
-                                           sslopt={"ca_certs": ca_file} if ca_file else None)
+        return websocket.create_connection(
+            url,
+            timeout=timeout,
+            header=header,
+            enable_multithread=False,
+            sslopt={"ca_certs": ca_file} if ca_file else None,
+        )
     deadline = time.monotonic() + timeout
     parts = urllib.parse.urlsplit(url)
     secure = parts.scheme == "wss"
@@ -80,8 +84,9 @@ def open_websocket(url: str, *, timeout: float, header: dict, ca_file: Optional[
             context = ssl.create_default_context(cafile=ca_file)
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             sock = context.wrap_socket(sock, server_hostname=host)
-        return websocket.create_connection(url, timeout=max(0.01, deadline - time.monotonic()), header=header,
-                                           socket=sock, enable_multithread=False)
+        return websocket.create_connection(
+            url, timeout=max(0.01, deadline - time.monotonic()), header=header, socket=sock, enable_multithread=False
+        )
     except BaseException:
         sock.close()
         raise
@@ -169,7 +174,7 @@ class SocketEndpoint:
         return b""
 
     def send(self, buffer) -> int:
-        return self.sock.send(buffer[:self._send_limit])
+        return self.sock.send(buffer[: self._send_limit])
 
     def close(self) -> None:
         try:
@@ -266,8 +271,9 @@ class WebSocketEndpoint:
             return None
         return payloads[0] if len(payloads) == 1 else b"".join(payloads)
 
-    def receive_control(self, deadline: Optional[float] = None, *,
-                        drop_binary: bool = False) -> Optional[protocol.Message]:
+    def receive_control(
+        self, deadline: Optional[float] = None, *, drop_binary: bool = False
+    ) -> Optional[protocol.Message]:
         """Block for the next control message, until ``deadline`` (a
         ``time.monotonic()`` value; pings do not extend it) or, without one,
         up to the socket timeout per read.
@@ -315,13 +321,14 @@ class WebSocketEndpoint:
         return data
 
     def send(self, buffer) -> int:
-        return self.sock.send(buffer[:self._send_limit])
+        return self.sock.send(buffer[: self._send_limit])
 
     def send_control(self, message: protocol.Message) -> None:
         self.sock.sendall(wsframes.encode(wsframes.OP_TEXT, protocol.encode(message).encode("utf-8")))
 
-    def close(self, code: int = protocol.CloseCode.NORMAL, reason: str = "", *, timeout: float = 1.0,
-              send_frame: bool = True) -> None:
+    def close(
+        self, code: int = protocol.CloseCode.NORMAL, reason: str = "", *, timeout: float = 1.0, send_frame: bool = True
+    ) -> None:
         """Send a close frame with ``code`` and ``reason``, wait for the peer
         to close, and release the socket; all within ``timeout`` seconds.
 

@@ -77,11 +77,9 @@ def function_id_from_path(path: str, prefix: str) -> str:
     """
     if not path.startswith(prefix):
         raise ProtocolError("path must start with " + prefix)
-    function_id = path[len(prefix):]
+    function_id = path[len(prefix) :]
     if not valid_function_id(function_id):
-        raise ProtocolError(
-            "function ID must match " + FUNCTION_ID_PATTERN
-        )
+        raise ProtocolError("function ID must match " + FUNCTION_ID_PATTERN)
     return function_id
 
 
@@ -125,7 +123,7 @@ def broker_url(address: str, default_port: int, path: str) -> str:
     for prefix in ("ws://", "wss://", "http://", "https://"):
         if address.lower().startswith(prefix):
             scheme = "wss" if prefix in ("wss://", "https://") else "ws"
-            address = address[len(prefix):]
+            address = address[len(prefix) :]
             break
     address = address.rstrip("/")
     if not address or "/" in address or "@" in address or " " in address:
@@ -135,7 +133,7 @@ def broker_url(address: str, default_port: int, path: str) -> str:
         end = address.find("]")
         if end < 0:
             raise ProtocolError("unclosed '[' in broker address")
-        host, rest = address[: end + 1], address[end + 1:]
+        host, rest = address[: end + 1], address[end + 1 :]
         if rest:
             if not rest.startswith(":"):
                 raise ProtocolError("unexpected text after ']' in broker address")
@@ -290,6 +288,7 @@ def decode(text: Union[str, bytes]) -> Message:
         values[field.name] = value
     message = cls(**values)
     if isinstance(message, Invocation) and message.protocol != PROTOCOL_VERSION:
-        raise ProtocolError("protocol version %d is not supported (this side speaks %d)" % (message.protocol, PROTOCOL_VERSION))
+        raise ProtocolError(
+            "protocol version %d is not supported (this side speaks %d)" % (message.protocol, PROTOCOL_VERSION)
+        )
     return message
-

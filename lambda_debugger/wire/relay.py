@@ -79,7 +79,7 @@ class Outbox:
     def send_to(self, target) -> None:
         """One ``target.send`` of the oldest bytes."""
         head = self._buffers[0]
-        sent = target.send(memoryview(head)[self._offset:])
+        sent = target.send(memoryview(head)[self._offset :])
         self._size -= sent
         self._offset += sent
         if self._offset == len(head):

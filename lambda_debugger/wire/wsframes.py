@@ -123,12 +123,12 @@ class FrameDecoder:
             raise FrameError("frame of %d bytes is larger than %d" % (size, self.max_payload))
         key = None
         if second & 0x80:
-            key = bytes(buffer[offset:offset + 4])
+            key = bytes(buffer[offset : offset + 4])
             offset += 4
         if len(buffer) < offset + size:
             return None
-        view = memoryview(buffer)[offset:offset + size]
+        view = memoryview(buffer)[offset : offset + size]
         payload = mask(key, view) if key is not None else bytes(view)
         view.release()
-        del buffer[:offset + size]
+        del buffer[: offset + size]
         return bool(first & 0x80), first & 0x0F, payload

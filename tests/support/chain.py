@@ -158,8 +158,7 @@ def wait_until(predicate, timeout: float, what: str):
 class BrokerProcess:
     """``python -m broker_server`` on free loopback ports."""
 
-    def __init__(self, log_path: str, *extra_args: str, ca_file: str = None, env: dict = None,
-                 ports: tuple = None):
+    def __init__(self, log_path: str, *extra_args: str, ca_file: str = None, env: dict = None, ports: tuple = None):
         self.lambda_port, self.debugger_port = ports or (free_port(), free_port())
         self.log_path = log_path
         self.scheme = "https" if ca_file else "http"
@@ -169,9 +168,23 @@ class BrokerProcess:
         env = dict({k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}, **env)
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broker_server", "--host", "127.0.0.1",
-             "--lambda-port", str(self.lambda_port), "--debugger-port", str(self.debugger_port), *extra_args],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "broker_server",
+                "--host",
+                "127.0.0.1",
+                "--lambda-port",
+                str(self.lambda_port),
+                "--debugger-port",
+                str(self.debugger_port),
+                *extra_args,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
         )
         wait_until(self._healthy, 15, "the broker's /healthz")
 
@@ -208,8 +221,15 @@ class BrokerProcess:
 class BridgeProcess:
     """``lambda-debugger attach`` listening on a free loopback port."""
 
-    def __init__(self, broker: BrokerProcess, log_path: str, function_id: str = "orders",
-                 token: str = DEBUGGER_TOKEN, once: bool = True, extra_args=()):
+    def __init__(
+        self,
+        broker: BrokerProcess,
+        log_path: str,
+        function_id: str = "orders",
+        token: str = DEBUGGER_TOKEN,
+        once: bool = True,
+        extra_args=(),
+    ):
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "wb")
@@ -219,10 +239,24 @@ class BridgeProcess:
             env["BROKER_DEBUGGER_TOKEN"] = token
         scheme = "wss://" if broker.scheme == "https" else ""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lambda_debugger", "attach", function_id,
-             "--broker", "%s127.0.0.1:%d" % (scheme, broker.debugger_port), "--listen", "127.0.0.1:%d" % self.port]
-            + (["--once"] if once else []) + list(extra_args),
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "lambda_debugger",
+                "attach",
+                function_id,
+                "--broker",
+                "%s127.0.0.1:%d" % (scheme, broker.debugger_port),
+                "--listen",
+                "127.0.0.1:%d" % self.port,
+            ]
+            + (["--once"] if once else [])
+            + list(extra_args),
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
         )
 
     def output(self) -> str:
@@ -232,10 +266,12 @@ class BridgeProcess:
     def wait_listening(self, timeout: float = 15) -> None:
         """Wait for the bridge's own ready line: a connection made to find
         out would be a client of the bridge."""
+
         def ready():
             if self.process.poll() is not None:
                 raise AssertionError("bridge exited: " + self.output())
             return "listening for the IDE on " in self.output()
+
         wait_until(ready, timeout, "the bridge's ready line")
 
     def connect(self, timeout: float = 10) -> DapClient:
@@ -255,8 +291,17 @@ class BridgeProcess:
 class Function:
     """A handler module in ``task_root`` run by the real runtime client."""
 
-    def __init__(self, task_root: str, handler: str = "app.handler", *, broker=None, env=None,
-                 timeout_s: float = 60.0, source: str = HANDLER_SOURCE, function_id: str = "orders"):
+    def __init__(
+        self,
+        task_root: str,
+        handler: str = "app.handler",
+        *,
+        broker=None,
+        env=None,
+        timeout_s: float = 60.0,
+        source: str = HANDLER_SOURCE,
+        function_id: str = "orders",
+    ):
         self.task_root = str(task_root)
         self.path = os.path.join(self.task_root, handler.rpartition(".")[0] + ".py")
         with open(self.path, "w") as module:
@@ -267,16 +312,19 @@ class Function:
         variables = {"PYTHONPATH": REPO}
         if broker is not None:
             scheme = "wss://" if broker.scheme == "https" else ""
-            variables.update({
-                "DEBUGGER_ACTIVE": "1",
-                "DEBUGGER_BROKER_ADDRESS": "%s127.0.0.1:%d" % (scheme, broker.lambda_port),
-                "DEBUGGER_FUNCTION_ID": function_id,
-                "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
-                "DEBUGGER_WAIT_MAX": "30000",
-            })
+            variables.update(
+                {
+                    "DEBUGGER_ACTIVE": "1",
+                    "DEBUGGER_BROKER_ADDRESS": "%s127.0.0.1:%d" % (scheme, broker.lambda_port),
+                    "DEBUGGER_FUNCTION_ID": function_id,
+                    "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
+                    "DEBUGGER_WAIT_MAX": "30000",
+                }
+            )
         variables.update(env or {})
-        self.local = LocalFunction(handler, task_root=self.task_root, timeout_s=timeout_s, env=variables,
-                                   stdout=self.log, stderr=self.log)
+        self.local = LocalFunction(
+            handler, task_root=self.task_root, timeout_s=timeout_s, env=variables, stdout=self.log, stderr=self.log
+        )
         self._pool = ThreadPoolExecutor(max_workers=1)
 
     def invoke(self, event=None, **kwargs):

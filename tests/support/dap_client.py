@@ -58,8 +58,8 @@ class FrameParser:
             start = end + 4
             if len(self._buffer) < start + length:
                 return messages
-            body = bytes(self._buffer[start:start + length])
-            del self._buffer[:start + length]
+            body = bytes(self._buffer[start : start + length])
+            del self._buffer[: start + length]
             try:
                 message = json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
@@ -170,8 +170,15 @@ class DapClient:
         kind = message.get("type")
         if kind == "request":
             # Reverse requests (runInTerminal, startDebugging) are not supported.
-            self._send({"type": "response", "request_seq": message.get("seq"), "success": False,
-                        "command": message.get("command"), "message": "not supported by test client"})
+            self._send(
+                {
+                    "type": "response",
+                    "request_seq": message.get("seq"),
+                    "success": False,
+                    "command": message.get("command"),
+                    "message": "not supported by test client",
+                }
+            )
             return
         with self._cond:
             self.messages.append(message)
@@ -230,13 +237,18 @@ class DapClient:
         Events received before the call count, so there is no race with the
         request that triggers them. Each event is returned at most once.
         """
+
         def find():
             for index, event in enumerate(self.events):
-                if index not in self._consumed and event.get("event") == name and (
-                        predicate is None or predicate(event)):
+                if (
+                    index not in self._consumed
+                    and event.get("event") == name
+                    and (predicate is None or predicate(event))
+                ):
                     self._consumed.add(index)
                     return event
             return None
+
         return self._wait_for(find, timeout, f"event {name!r}")
 
     def output(self, category=None):
@@ -247,8 +259,9 @@ class DapClient:
         wanted = (lambda c: c == category) if category else (lambda c: c != "telemetry")
         return "".join(b.get("output", "") for b in bodies if wanted(b.get("category")))
 
-    def attach_and_configure(self, breakpoints, *, path_mappings=None, just_my_code=True,
-                             exception_filters=(), attach_args=None, timeout=10):
+    def attach_and_configure(
+        self, breakpoints, *, path_mappings=None, just_my_code=True, exception_filters=(), attach_args=None, timeout=10
+    ):
         """Initialize, attach, set breakpoints and finish configuration.
 
         Works against debugpy's adapter (which answers ``attach`` only after
@@ -265,24 +278,46 @@ class DapClient:
         Returns:
             ``{path: [breakpoint, ...]}`` from the setBreakpoints responses.
         """
-        self.request("initialize", {
-            "clientID": "lambda-debugger-tests", "clientName": "lambda-debugger tests",
-            "adapterID": "debugpy", "locale": "en", "pathFormat": "path",
-            "linesStartAt1": True, "columnsStartAt1": True, "supportsVariableType": True,
-            "supportsVariablePaging": True, "supportsRunInTerminalRequest": False,
-        }, timeout=timeout)
-        attach = self.send_request("attach", {
-            "name": "lambda-debugger tests", "type": "debugpy", "request": "attach",
-            "justMyCode": just_my_code, "pathMappings": list(path_mappings or []),
-            **(attach_args or {}),
-        })
+        self.request(
+            "initialize",
+            {
+                "clientID": "lambda-debugger-tests",
+                "clientName": "lambda-debugger tests",
+                "adapterID": "debugpy",
+                "locale": "en",
+                "pathFormat": "path",
+                "linesStartAt1": True,
+                "columnsStartAt1": True,
+                "supportsVariableType": True,
+                "supportsVariablePaging": True,
+                "supportsRunInTerminalRequest": False,
+            },
+            timeout=timeout,
+        )
+        attach = self.send_request(
+            "attach",
+            {
+                "name": "lambda-debugger tests",
+                "type": "debugpy",
+                "request": "attach",
+                "justMyCode": just_my_code,
+                "pathMappings": list(path_mappings or []),
+                **(attach_args or {}),
+            },
+        )
         self.wait_event("initialized", timeout=timeout)
         result = {}
         for path, lines in breakpoints.items():
-            body = self.request("setBreakpoints", {
-                "source": {"path": path}, "breakpoints": [{"line": line} for line in lines],
-                "lines": list(lines), "sourceModified": False,
-            }, timeout=timeout)
+            body = self.request(
+                "setBreakpoints",
+                {
+                    "source": {"path": path},
+                    "breakpoints": [{"line": line} for line in lines],
+                    "lines": list(lines),
+                    "sourceModified": False,
+                },
+                timeout=timeout,
+            )
             result[path] = body.get("breakpoints", [])
         self.request("setExceptionBreakpoints", {"filters": list(exception_filters)}, timeout=timeout)
         self.request("configurationDone", timeout=timeout)
@@ -312,8 +347,7 @@ class DapClient:
 
     def evaluate(self, expression, frame_id, context="repl"):
         """Evaluate an expression in a frame; return the ``result`` string."""
-        return self.request("evaluate", {"expression": expression, "frameId": frame_id,
-                                         "context": context})["result"]
+        return self.request("evaluate", {"expression": expression, "frameId": frame_id, "context": context})["result"]
 
     def continue_(self, thread_id):
         """Resume the debuggee (debugpy resumes all threads)."""
