@@ -18,7 +18,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
@@ -46,7 +46,7 @@ def make_apps(
     """Return the Tornado applications of the Lambda and the debugger port."""
     if state is None:
         state = BrokerState(config, registry)
-    settings = dict(
+    settings: Dict[str, Any] = dict(
         websocket_max_message_size=config.max_frame_bytes,
         websocket_ping_interval=config.ping_interval_s,
         websocket_ping_timeout=config.ping_timeout_s,
@@ -426,7 +426,7 @@ def main(argv: Optional[List[str]] = None, *, environ=None, prog: str = "python 
 
     def announce() -> None:
         print(
-            "broker listening: lambda %s://%s:%d/lambda/<function_id>, debugger %s://%s:%d/debug/<function_id>"
+            "broker listening: lambda %s://%s:%s/lambda/<function_id>, debugger %s://%s:%s/debug/<function_id>"
             % (
                 *_scheme_host(config),
                 server.lambda_port,

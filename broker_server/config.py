@@ -10,7 +10,7 @@ command line.
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from lambda_debugger.wire import tokens
 from lambda_debugger.wire.protocol import (
@@ -84,7 +84,7 @@ class BrokerConfig:
         """
         if environ is None:
             environ = os.environ
-        values = {
+        values: Dict[str, Any] = {
             "lambda_token": environ.get(LAMBDA_TOKEN_VARIABLE) or None,
             "debugger_token": environ.get(DEBUGGER_TOKEN_VARIABLE) or None,
         }

@@ -14,9 +14,10 @@ direction is in the broker's memory.
 import hmac
 import logging
 import time
-from typing import Optional, Set, Union
+from typing import Optional, Set, Tuple, Union
 
 from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
@@ -88,8 +89,9 @@ class BrokerSocket(WebSocketHandler):
         #: The invocation's request ID once known, for log lines.
         self.request_id: Optional[str] = None
         #: ``(code, reason)`` the broker closed with; ``None`` while open.
-        self.closed_with = None
-        self._stream = None
+        #: (code, reason) once the broker decided to close this connection.
+        self.closed_with: Optional[Tuple[Optional[int], Optional[str]]] = None
+        self._stream: Optional[IOStream] = None
 
     def expected_token(self) -> Optional[str]:
         raise NotImplementedError
@@ -233,7 +235,7 @@ class BrokerSocket(WebSocketHandler):
                 self._fail(CloseCode.BAD_REQUEST, "debug bytes before pairing")
             return  # a notice before pairing has nobody to go to
         try:
-            await partner.write_message(data, binary=binary)
+            await partner.write_message(data, binary=binary)  # type: ignore[attr-defined]  # a BrokerSocket
         except WebSocketClosedError:
             return  # the partner's on_close ends the session and closes us
         if binary:
@@ -266,7 +268,7 @@ class LambdaSocket(BrokerSocket):
         super().initialize(state)
         #: What the Lambda announced; ``None`` until its first message.
         self.invocation: Optional[Invocation] = None
-        self._handshake_timer = None
+        self._handshake_timer: Optional[object] = None
 
     def expected_token(self) -> Optional[str]:
         return self.config.lambda_token

@@ -60,3 +60,11 @@ def own_broker(tmp_path):
         if broker.process.poll() is None:
             os.kill(broker.process.pid, signal.SIGCONT)
         broker.stop()
+
+
+def pytest_collection_modifyitems(items):
+    # Every end-to-end chain test is also slow: `pytest -m "not slow"` is the
+    # fast tier of CONTRIBUTING.md.
+    for item in items:
+        if item.get_closest_marker("chain"):
+            item.add_marker(pytest.mark.slow)

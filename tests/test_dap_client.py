@@ -26,7 +26,7 @@ from tests.support.dap_client import (
     encode_message,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 MODES = ["in_process", "adapter"]
 TAG_VAR = "LAMBDA_DEBUGGER_TEST_TAG"

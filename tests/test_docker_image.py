@@ -52,7 +52,7 @@ from tests.support.chain import (
     wait_until,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 DOCKERFILE = os.path.join(REPO, "docker", "Dockerfile")
 DOCKERIGNORE = os.path.join(REPO, ".dockerignore")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lambda_debugger.wire import protocol, wsframes
 from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 class RelayedSession:

@@ -15,7 +15,7 @@ import pytest
 from lambda_debugger.developer import layer
 from tests.support.chain import REPO, break_line
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}[platform.machine()]
 PYTHON = "%d.%d" % sys.version_info[:2]

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.chain import BridgeProcess
 
-pytestmark = pytest.mark.timeout(480)
+pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]
 
 SESSIONS = 500
 WARM_UP = 50

@@ -58,6 +58,7 @@ def test_a_stream_that_is_not_dap_gets_nothing_injected():
     assert not reader.at_boundary
 
 
+@pytest.mark.slow
 def test_the_debug_console_hears_the_time_left_while_stopped(broker, start_bridge, make_function):
     function = make_function(broker=broker, timeout_s=20)
     future = function.invoke_async()

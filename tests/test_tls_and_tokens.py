@@ -113,15 +113,38 @@ def test_broker_token_file_errors_are_clear(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
 
 
-def test_no_token_appears_in_any_log_the_suite_wrote(tmp_path_factory):
-    """Runs last in this module: greps every log file the tests wrote."""
-    root = tmp_path_factory.getbasetemp()
+@pytest.mark.slow
+def test_no_token_appears_in_any_log_of_a_session_and_its_refusals(tmp_path, own_broker, make_function):
+    """A debug session, and each token refused on each port: every log line
+    that the broker, the bridges and the function wrote stays free of both
+    tokens, whole or in part."""
+    broker = own_broker()
+    function = make_function(broker=broker, folder="fn")
+    refused = make_function(broker=broker, folder="refused", env={"DEBUGGER_AUTH_TOKEN": DEBUGGER_TOKEN})
+    assert refused.invoke().ok  # the debugger token does not open the Lambda port
+    wrong = BridgeProcess(broker, str(tmp_path / "bridge-wrong.log"), token=LAMBDA_TOKEN)
+    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"))
+    try:
+        wrong.connect().send_request("initialize", {"adapterID": "debugpy"})
+        assert wrong.process.wait(15) == 1
+        future = function.invoke_async()
+        client = bridge.connect()
+        client.attach_and_configure({function.path: [break_line(function.path)]}, timeout=30)
+        client.continue_(client.wait_stopped(timeout=30)["threadId"])
+        assert future.result(timeout=30).ok
+    finally:
+        wrong.stop()
+        bridge.stop()
+    broker.stop()
     secrets = [LAMBDA_TOKEN, DEBUGGER_TOKEN]
     fragments = {secret[i : i + 8] for secret in secrets for i in range(len(secret) - 7)}
-    logs = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names if name.endswith(".log")]
-    assert logs, "no log files found"
+    logs = [
+        os.path.join(folder, name) for folder, _, names in os.walk(tmp_path) for name in names if name.endswith(".log")
+    ]
+    assert len(logs) >= 5, logs  # broker, two bridges, two functions
     for path in logs:
         with open(path, encoding="utf-8", errors="replace") as log:
             text = log.read()
+        assert text.strip(), path
         leaked = [fragment for fragment in fragments if fragment in text]
         assert not leaked, "%s holds part of a token: %s" % (path, leaked[:3])

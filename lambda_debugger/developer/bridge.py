@@ -16,7 +16,7 @@ import select
 import socket
 import sys
 import time
-from typing import Optional, TextIO, Tuple
+from typing import Any, List, Optional, TextIO, Tuple
 
 from lambda_debugger.wire import dap, protocol, relay
 from lambda_debugger.wire.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
@@ -86,7 +86,7 @@ class IdeEndpoint(SocketEndpoint):
     def __init__(self, sock: socket.socket):
         super().__init__(sock, "ide")
         self.dap = dap.Conversation()
-        self._pending = []
+        self._pending: List[bytes] = []
 
     def read(self) -> Optional[bytes]:
         data = super().read()
@@ -128,7 +128,7 @@ class AttachBridge:
         *,
         token: Optional[str] = None,
         listen: Tuple[str, int] = ("127.0.0.1", 5678),
-        out: TextIO = None,
+        out: Optional[TextIO] = None,
         connect_timeout_s: float = 5.0,
         sslopt: Optional[dict] = None,
         warn_at: Tuple[int, ...] = WARN_AT_S,
@@ -357,7 +357,7 @@ class AttachBridge:
             SessionOver: the wait ended unpaired.
             BridgeError: the broker refused the debugger for good.
         """
-        early = bytearray(early)
+        received = bytearray(early)
         self._left_while_waiting(ide)
         started = time.monotonic()
         expires_ms = 0
@@ -365,13 +365,14 @@ class AttachBridge:
         while stop is None or not stop.is_set():
             # A message already read (Armed and Paired can come in one read)
             # must not wait for the socket to become readable again.
-            readable, _, _ = select.select([broker, ide], [], [], 0 if broker.has_buffered() else 1.0)
+            watched: List[Any] = [broker, ide]
+            readable, _, _ = select.select(watched, [], [], 0 if broker.has_buffered() else 1.0)
             if ide in readable:
                 data = ide.read()
                 if data is None:
                     raise SessionOver("the IDE disconnected before an invocation came", ide_left=True)
-                early += data
-                if len(early) > MAX_EARLY_BYTES:
+                received += data
+                if len(received) > MAX_EARLY_BYTES:
                     raise SessionOver("the IDE sent more than %d bytes before an invocation came" % MAX_EARLY_BYTES)
                 self._left_while_waiting(ide)
             if broker in readable or broker.has_buffered():
@@ -406,7 +407,7 @@ class AttachBridge:
                             " and stops at your next breakpoint"
                         )
                     self.paired = message
-                    return bytes(early)
+                    return bytes(received)
             now = time.monotonic()
             if not broker.keepalive_unpumped(now):
                 raise SessionOver("the broker stopped answering while the bridge waited for an invocation")
@@ -439,6 +440,7 @@ class AttachBridge:
         Raises:
             SessionOver: always, saying why.
         """
+        assert self.paired is not None  # set when the wait returned
         deadline_ms = self.paired.deadline_ms
         last_report = time.monotonic()
         # Warnings already due at pairing would only be noise.
@@ -456,7 +458,7 @@ class AttachBridge:
                 message = broker.receive_control()
                 if isinstance(message, protocol.Ended):
                     self._ended = message  # the close that follows ends the session
-                else:
+                elif message is not None:
                     self.say("broker: unexpected %s message; ignored" % message.type)
                 continue
             if result.reason != relay.DEADLINE:
@@ -530,7 +532,7 @@ class AttachBridge:
         text = (
             "lambda-debugger: %d s left before the Lambda timeout of request %s. Lambda ends the invocation"
             " then, stopped at a breakpoint or not; raise the function's timeout to debug longer.\n"
-            % (seconds, self.paired.request_id)
+            % (seconds, self.paired.request_id if self.paired else "?")
         )
         ide.inject(ide.dap.output(text, "important" if seconds <= 10 else "console"))
         self.say("%d s left before the Lambda timeout of %s" % (seconds, self.function_id))

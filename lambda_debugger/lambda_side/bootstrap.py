@@ -35,7 +35,7 @@ def make_proxy(handler, config):
             raise errors.rebuild(outcome.error)
         raise errors.exit_error(session.request_id, outcome.exitcode)
 
-    lambda_debugger_proxy.lambda_debugger_config = config
+    lambda_debugger_proxy.lambda_debugger_config = config  # type: ignore[attr-defined]
     return lambda_debugger_proxy
 
 

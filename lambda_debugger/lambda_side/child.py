@@ -38,7 +38,7 @@ from lambda_debugger.lambda_side import versions
 
 log = logging.getLogger("lambda_debugger.lambda_side.child")
 
-Frame = Tuple[str, int, str, str]
+Frame = Tuple[str, Optional[int], str, Optional[str]]
 
 
 @dataclass
@@ -110,7 +110,8 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
         value = handler(event, context)
     except Exception as exc:
         # Drop this frame: the runtime would show only the handler's frames.
-        conn.send(("error", RemoteError.capture(exc, exc.__traceback__.tb_next)))
+        tb = exc.__traceback__
+        conn.send(("error", RemoteError.capture(exc, tb.tb_next if tb else None)))
     else:
         _send_result(conn, value)
     # Exit now, as Lambda freezes a sandbox once the handler returned: no

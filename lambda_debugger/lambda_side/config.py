@@ -6,7 +6,7 @@ Nothing else in the package reads ``os.environ`` for these values: build a
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from lambda_debugger.wire import protocol
 
@@ -82,7 +82,7 @@ class LambdaConfig:
         ca_file = environ.get("DEBUGGER_CA_FILE", "").strip() or None
         if ca_file and not os.path.isfile(ca_file):
             raise ConfigError("DEBUGGER_CA_FILE %s: no such file" % ca_file[:200])
-        values = dict(
+        values: Dict[str, Any] = dict(
             broker_url=url,
             function_id=function_id,
             auth_token=token,

@@ -10,7 +10,8 @@ the runtime formats it exactly as it would format the original.
 
 import pickle
 import signal
-from typing import Optional
+from types import TracebackType
+from typing import List, Optional
 
 from lambda_debugger.lambda_side.child import RemoteError
 
@@ -64,9 +65,9 @@ def fake_traceback(frames):
     name, placed at its line and renamed to its function, which raises a
     placeholder; the entries are then chained. Returns None for no frames.
     """
-    entries = []
+    entries: List[TracebackType] = []
     for filename, lineno, name, _line in frames:
-        code = compile("\n" * (max(lineno, 1) - 1) + "raise __exception__", filename, "exec")
+        code = compile("\n" * (max(lineno or 1, 1) - 1) + "raise __exception__", filename, "exec")
         try:
             code = code.replace(co_name=name)
         except (AttributeError, ValueError):
@@ -74,7 +75,9 @@ def fake_traceback(frames):
         try:
             exec(code, {"__exception__": _Placeholder(), "__name__": "__lambda_debugger__"})
         except BaseException as raised:
-            entries.append(raised.__traceback__.tb_next)  # skip this function's frame
+            tb = raised.__traceback__
+            if tb is not None and tb.tb_next is not None:
+                entries.append(tb.tb_next)  # skip this function's frame
     for entry, following in zip(entries, entries[1:], strict=False):
         entry.tb_next = following
     return entries[0] if entries else None

@@ -17,8 +17,10 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Optional
+from multiprocessing.process import BaseProcess
+from typing import Any, Optional, Tuple
 
 from lambda_debugger.lambda_side import child, errors, versions
 from lambda_debugger.lambda_side.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
@@ -137,8 +139,8 @@ class DebugSession:
         self.request_id = getattr(context, "aws_request_id", "") or ""
         self.started = False
         self.outcome: Optional[Outcome] = None
-        self.process = None
-        self.conn = None
+        self.process: Optional[BaseProcess] = None
+        self.conn: Optional[Connection] = None
         self.broker: Optional[WebSocketEndpoint] = None
         self.debugpy: Optional[SocketEndpoint] = None
         self.debugpy_port = 0
@@ -295,7 +297,8 @@ class DebugSession:
                     message = self.broker.receive_control()
                     if isinstance(message, protocol.Detached):
                         if not self.started:
-                            return self._give_up("the debugger left before the handler started")
+                            self._give_up("the debugger left before the handler started")
+                            return None
                         mode = self._detach(message)
                     continue
                 if result.reason == relay.CLOSED:
@@ -304,17 +307,20 @@ class DebugSession:
                         continue  # the child is reporting or exiting: its outcome ends the session
                     self._relay_closed(result)
                     if not self.started:
-                        return self._give_up("the debugger left before the handler started")
+                        self._give_up("the debugger left before the handler started")
+                        return None
                     continue
                 if result.reason == relay.DEADLINE:
                     if not self.started and time.monotonic() >= attach_by:
-                        return self._give_up("the debugger did not finish attaching in time")
+                        self._give_up("the debugger did not finish attaching in time")
+                        return None
                     if not self.broker.keepalive(time.monotonic()):
                         mode = ALONE
                         log.warning("%r: the broker went silent; the handler runs on without the debugger", self)
                         self._end_relay()
                         if not self.started:
-                            return self._give_up("the debugger was lost before the handler started")
+                            self._give_up("the debugger was lost before the handler started")
+                            return None
                     continue
             elif mode == DETACHED:
                 mode = self._wait_detached(watch)
@@ -362,7 +368,8 @@ class DebugSession:
         """Wait up to a keepalive tick for another debugger (``Paired``) or
         the child's report; keep the quiet broker connection alive. Returns
         the next mode."""
-        if not self.broker.has_buffered() and self.broker not in wait_for((self.broker, *watch), KEEPALIVE_TICK_S):
+        waitable: Tuple[Any, ...] = (self.broker, *watch)  # wait() takes anything with fileno()
+        if not self.broker.has_buffered() and self.broker not in wait_for(waitable, KEEPALIVE_TICK_S):
             try:
                 if not self.broker.keepalive_unpumped(time.monotonic()):
                     return self._without_broker("the broker went silent")

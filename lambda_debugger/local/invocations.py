@@ -156,6 +156,7 @@ class InvocationQueue:
                 raise QueueClosed("the runtime API is not running")
             if self._failure is not None:
                 self._fail(inv)
+                assert inv.result is not None  # _fail finished it
                 return inv.result
             self._pending.append(inv)
             self._cond.notify_all()
@@ -245,6 +246,7 @@ class InvocationQueue:
     # -- helpers, called with the lock held -------------------------------
 
     def _fail(self, inv: Invocation) -> None:
+        assert self._failure is not None
         error_type, body, description = self._failure
         if body is not None:  # an init error reaches the caller verbatim
             inv.finish(False, body, error_type)

@@ -101,7 +101,7 @@ def run_local(args) -> int:
     broker.start_in_thread()
     try:
         bridge = AttachBridge(
-            FUNCTION_ID, "127.0.0.1:%d" % broker.debugger_port, token=debugger_token, listen=listen, out=out
+            FUNCTION_ID, "127.0.0.1:%s" % broker.debugger_port, token=debugger_token, listen=listen, out=out
         )
     except OSError as exc:
         broker.stop()
@@ -118,7 +118,7 @@ def run_local(args) -> int:
         stderr=out,
         env={
             "DEBUGGER_ACTIVE": "1",
-            "DEBUGGER_BROKER_ADDRESS": "ws://127.0.0.1:%d" % broker.lambda_port,
+            "DEBUGGER_BROKER_ADDRESS": "ws://127.0.0.1:%s" % broker.lambda_port,
             "DEBUGGER_FUNCTION_ID": FUNCTION_ID,
             "DEBUGGER_AUTH_TOKEN": lambda_token,
             "DEBUGGER_WAIT_MAX": str(args.wait_max),

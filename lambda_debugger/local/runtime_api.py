@@ -288,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         rfile = self.rfile
-        self.rfile = _TruncatingLineReader(rfile)
+        self.rfile = _TruncatingLineReader(rfile)  # type: ignore[assignment]  # reads like the file it wraps
         try:
             return super().parse_request()
         finally:
@@ -345,8 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             return self._not_found()
         ok = match.group("kind") == "response"
-        error_type = None if ok else _error_type_of(body, header_type, "Unhandled")
-        status = self.api.queue.complete(match.group("id"), ok, body, error_type)
+        outcome_type = None if ok else _error_type_of(body, header_type, "Unhandled")
+        status = self.api.queue.complete(match.group("id"), ok, body, outcome_type)
         if status == 400:
             logger.warning("Runtime posted for unknown request %s", match.group("id"))
             self._send(400, error_document("InvalidRequestID", "Invalid request ID"))

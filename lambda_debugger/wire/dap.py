@@ -22,7 +22,7 @@ import json
 import re
 import socket
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 #: DAP sequence numbers of our own messages, far from any IDE's or adapter's.
 OWN_SEQ = 1_000_000_000
@@ -143,7 +143,7 @@ class Conversation:
         self.from_adapter = MessageReader()
         self.pending: Dict[int, str] = {}
         self.messages_from_ide = 0
-        self._adapter_events = set()  # session-end events the adapter sent itself
+        self._adapter_events: Set[str] = set()  # session-end events the adapter sent itself
         self._seq = itertools.count(OWN_SEQ)
 
     def ide_sent(self, data) -> List[dict]:
@@ -160,8 +160,8 @@ class Conversation:
         """Bytes from the debug adapter, on their way to the IDE."""
         for message in self.from_adapter.feed(data):
             kind = message.get("type")
-            if kind == "response":
-                self.pending.pop(message.get("request_seq"), None)
+            if kind == "response" and isinstance(message.get("request_seq"), int):
+                self.pending.pop(message["request_seq"], None)
             elif kind == "event" and message.get("event") in ("exited", "terminated"):
                 self._adapter_events.add(message["event"])
 

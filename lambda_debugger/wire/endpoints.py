@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 import urllib.parse
-from typing import Callable, Optional
+from typing import Callable, Deque, List, Optional
 
 from lambda_debugger.wire import protocol, wsframes
 
@@ -62,21 +62,23 @@ def open_websocket(url: str, *, timeout: float, header: dict, ca_file: Optional[
     deadline = time.monotonic() + timeout
     parts = urllib.parse.urlsplit(url)
     secure = parts.scheme == "wss"
-    host, port = parts.hostname, parts.port or (443 if secure else 80)
-    sock = None
+    host, port = parts.hostname or "", parts.port or (443 if secure else 80)
+    sock: Optional[socket.socket] = None
     error: Optional[BaseException] = None
     for family, kind, proto, _, address in _resolve(host, port, timeout):
         left = deadline - time.monotonic()
         if left <= 0:
             break
+        candidate = socket.socket(family, kind, proto)
         try:
-            sock = socket.socket(family, kind, proto)
-            sock.settimeout(left)
-            sock.connect(address)
-            break
+            candidate.settimeout(left)
+            candidate.connect(address)
         except OSError as exc:
-            sock.close()
-            sock, error = None, exc
+            candidate.close()
+            error = exc
+            continue
+        sock = candidate
+        break
     if sock is None:
         raise error or socket.timeout("no time left to connect to %s" % host)
     try:
@@ -101,22 +103,23 @@ def _resolve(host: str, port: int, timeout: float) -> list:
         pass
     else:  # a literal address needs no lookup
         return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-    found = {}
+    addresses: list = []
+    errors: List[BaseException] = []
 
     def lookup():
         try:
-            found["addresses"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            addresses.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
         except Exception as exc:
-            found["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=lookup, name="lambda-debugger-dns", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         raise socket.timeout("DNS lookup of %s took longer than %.1f s" % (host, timeout))
-    if "error" in found:
-        raise found["error"]
-    return found["addresses"]
+    if errors:
+        raise errors[0]
+    return addresses
 
 
 def send_limit(sock: socket.socket) -> Optional[int]:
@@ -211,9 +214,9 @@ class WebSocketEndpoint:
         self.close_reason = ""
         self.peer_closed = False
         self._decoder = wsframes.FrameDecoder()
-        self._frames = collections.deque()  # decoded, not yet handled
+        self._frames: Deque[wsframes.Frame] = collections.deque()  # decoded, not yet handled
         self._held: Optional[protocol.Message] = None  # stops reading until taken
-        self._fragments = []
+        self._fragments: List[bytes] = []
         self._fragment_opcode = wsframes.OP_BINARY
         self._outgoing = b""
         self.last_received = self._last_ping = time.monotonic()
@@ -444,7 +447,7 @@ def parse_close(data: bytes):
 def describe_close(code: Optional[int], reason: str) -> str:
     """A human line for a close code and reason, e.g. ``unauthorized: ...``."""
     try:
-        name = protocol.CloseCode(code).name.lower().replace("_", " ")
+        name = protocol.CloseCode(code).name.lower().replace("_", " ")  # type: ignore[arg-type]
     except (ValueError, TypeError):
         name = "closed" if code is None else "code %s" % code
     return "%s (%s)%s" % (name, code, ": " + reason if reason else "")

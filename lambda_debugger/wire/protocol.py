@@ -268,7 +268,7 @@ def decode(text: Union[str, bytes]) -> Message:
         raise ProtocolError("control message is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("control message must be a JSON object")
-    cls = _MESSAGE_TYPES.get(data.get("type"))
+    cls = _MESSAGE_TYPES.get(str(data.get("type")))
     if cls is None:
         raise ProtocolError("unknown control message type %r" % (str(data.get("type"))[:40],))
     values = {}

@@ -23,7 +23,7 @@ import logging
 import select
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Deque, Optional, Sequence
 
 log = logging.getLogger("lambda_debugger.wire.relay")
 
@@ -60,7 +60,7 @@ class Outbox:
     part of a buffer never moves the rest in memory."""
 
     def __init__(self):
-        self._buffers = collections.deque()
+        self._buffers: Deque[bytes] = collections.deque()
         self._offset = 0  # bytes of the first buffer already sent
         self._size = 0
 
@@ -117,7 +117,7 @@ class Pump:
             sources = [e for e in (self.a, self.b) if len(self._queues[self._peer[e]]) < self.high_water]
             buffered = [e for e in sources if e.has_buffered()]
             targets = [e for e in (self.a, self.b) if len(self._queues[e])]
-            timeout = 0 if buffered else None
+            timeout: Optional[float] = 0 if buffered else None
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0 and not buffered:

@@ -11,6 +11,9 @@ import struct
 import sys
 from typing import List, Optional, Tuple
 
+#: A decoded frame: (final fragment, opcode, unmasked payload).
+Frame = Tuple[bool, int, bytes]
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 _BYTEORDER = sys.byteorder
@@ -40,7 +43,7 @@ def mask(key: bytes, data) -> bytes:
     out = bytearray(size)
     for offset in range(4):
         out[offset::4] = data[offset::4].translate(_xor_table(key[offset]))
-    return out
+    return bytes(out)
 
 
 #: Payloads from this size up are masked with ``bytes.translate``.
@@ -91,17 +94,17 @@ class FrameDecoder:
         self.max_payload = max_payload
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> List[Tuple[bool, int, bytes]]:
+    def feed(self, data: bytes) -> List["Frame"]:
         """Add received bytes; return every frame now complete, in order."""
         self._buffer += data
-        frames = []
+        frames: List[Frame] = []
         while True:
             frame = self._next()
             if frame is None:
                 return frames
             frames.append(frame)
 
-    def _next(self) -> Optional[Tuple[bool, int, bytes]]:
+    def _next(self) -> Optional["Frame"]:
         buffer = self._buffer
         if len(buffer) < 2:
             return None
