@@ -308,3 +308,19 @@ def test_armed_and_paired_in_one_read_pair_at_once():
         for sock in (broker_near, broker_far, ide_near, ide_far):
             sock.close()
         bridge._listener.close()
+
+
+def test_each_outcome_is_told_in_plain_words_with_its_exit_status():
+    from lambda_debugger.lambda_side.child import RemoteError
+    from lambda_debugger.lambda_side.proxy import Outcome, OutcomeKind
+
+    assert (Outcome(OutcomeKind.VALUE).describe(), Outcome(OutcomeKind.VALUE).exit_status()) == (
+        "the handler returned",
+        0,
+    )
+    raised = Outcome(OutcomeKind.ERROR, error=RemoteError("OrderError", "app", "bad order", []))
+    assert (raised.describe(), raised.exit_status()) == ("the handler raised OrderError: bad order", 0)
+    killed = Outcome(OutcomeKind.EXIT, exitcode=-9)
+    assert killed.describe() == "the handler's process ended (signal: killed) before the handler returned"
+    assert killed.exit_status() == -9
+    assert OutcomeKind.JSON == "json"  # bootstrap compares the plain strings

@@ -16,10 +16,11 @@ import select
 import socket
 import sys
 import time
-from typing import Any, List, Optional, TextIO, Tuple
+from typing import List, Optional, TextIO, Tuple
 
-from lambda_debugger.wire import dap, protocol, relay
+from lambda_debugger.wire import dap, pairing, protocol, relay
 from lambda_debugger.wire.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
+from lambda_debugger.wire.pairing import Waited
 
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
 MAX_EARLY_BYTES = 1024 * 1024
@@ -363,11 +364,8 @@ class AttachBridge:
         expires_ms = 0
         last_report = 0.0
         while stop is None or not stop.is_set():
-            # A message already read (Armed and Paired can come in one read)
-            # must not wait for the socket to become readable again.
-            watched: List[Any] = [broker, ide]
-            readable, _, _ = select.select(watched, [], [], 0 if broker.has_buffered() else 1.0)
-            if ide in readable:
+            waited, message = pairing.wait_step(broker, time.monotonic() + pairing.TICK_S, watch=[ide])
+            if waited is Waited.WATCHED:
                 data = ide.read()
                 if data is None:
                     raise SessionOver("the IDE disconnected before an invocation came", ide_left=True)
@@ -375,42 +373,35 @@ class AttachBridge:
                 if len(received) > MAX_EARLY_BYTES:
                     raise SessionOver("the IDE sent more than %d bytes before an invocation came" % MAX_EARLY_BYTES)
                 self._left_while_waiting(ide)
-            if broker in readable or broker.has_buffered():
-                try:
-                    # A ping alone makes the socket readable: wait a moment
-                    # for a message, not a whole socket timeout.
-                    message = broker.receive_control(deadline=time.monotonic() + 1.0)
-                except socket.timeout:
-                    continue
-                if message is None:
-                    why = describe_close(broker.close_code, broker.close_reason)
-                    if broker.close_code in FATAL_CLOSES:
-                        raise BridgeError("the broker refused the debugger: " + why)
-                    raise SessionOver("the broker ended the wait: " + why)
-                if isinstance(message, protocol.Armed):
-                    expires_ms = message.expires_ms
-                elif isinstance(message, protocol.Paired):
-                    left = (message.deadline_ms - time.time() * 1000) / 1000.0
-                    self.say(
-                        "attached to %s: request %s, function %s (%s), %.1f s left"
-                        % (
-                            message.function_id,
-                            message.request_id,
-                            message.function_name or "?",
-                            message.runtime or "?",
-                            left,
-                        )
-                    )
-                    if message.attachment > 1:
-                        self.say(
-                            "a debugger left this invocation earlier: its handler is running"
-                            " and stops at your next breakpoint"
-                        )
-                    self.paired = message
-                    return bytes(received)
-            now = time.monotonic()
-            if not broker.keepalive_unpumped(now):
+            elif waited is Waited.CLOSED:
+                why = describe_close(broker.close_code, broker.close_reason)
+                if broker.close_code in FATAL_CLOSES:
+                    raise BridgeError("the broker refused the debugger: " + why)
+                raise SessionOver("the broker ended the wait: " + why)
+            elif waited is Waited.SILENT:
                 raise SessionOver("the broker stopped answering while the bridge waited for an invocation")
+            elif isinstance(message, protocol.Armed):
+                expires_ms = message.expires_ms
+            elif isinstance(message, protocol.Paired):
+                left = (message.deadline_ms - time.time() * 1000) / 1000.0
+                self.say(
+                    "attached to %s: request %s, function %s (%s), %.1f s left"
+                    % (
+                        message.function_id,
+                        message.request_id,
+                        message.function_name or "?",
+                        message.runtime or "?",
+                        left,
+                    )
+                )
+                if message.attachment > 1:
+                    self.say(
+                        "a debugger left this invocation earlier: its handler is running"
+                        " and stops at your next breakpoint"
+                    )
+                self.paired = message
+                return bytes(received)
+            now = time.monotonic()
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 text = "waiting for an invocation of %s: %d s elapsed" % (self.function_id, now - started)

@@ -9,17 +9,7 @@ reads the absolute deadline, so it stays exact). Nothing of that has to be
 rebuilt or pickled. Only results travel back, over a ``multiprocessing.Pipe``
 (AWS Lambda has no /dev/shm, so no Queue, Lock or Manager).
 
-Messages on the pipe, child -> proxy, in this order:
-
-* ``("ready", port)``: debugpy listens on 127.0.0.1:port, or
-  ``("failed", reason)``: it could not start (the proxy runs the handler);
-* ``("configured",)``: the debugger finished configuring; the child then
-  waits for the proxy's ``"go"`` (proxy -> child) and runs the handler;
-* then one of ``("result", value)``, ``("result_json", text)`` (a value that
-  pickle cannot carry, already marshalled by the runtime's marshaller) or
-  ``("error", RemoteError)``.
-
-A child that dies sends nothing more; the proxy sees its exit status.
+The messages on the pipe are named in :mod:`lambda_debugger.lambda_side.pipe`.
 """
 
 import io
@@ -35,6 +25,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from lambda_debugger.lambda_side import versions
+from lambda_debugger.lambda_side.pipe import PipeMessage
 
 log = logging.getLogger("lambda_debugger.lambda_side.child")
 
@@ -85,24 +76,24 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     try:
         port = _start_debugpy(debug_logs)
     except UnsupportedDebugpy as exc:
-        conn.send(("failed", str(exc)))
+        conn.send((PipeMessage.FAILED, str(exc)))
         return
     except Exception as exc:
         version = getattr(sys.modules.get("debugpy"), "__version__", "")
         conn.send(
             (
-                "failed",
+                PipeMessage.FAILED,
                 "debugpy %scould not start: %s: %s" % (version + " " if version else "", type(exc).__name__, exc),
             )
         )
         return
-    conn.send(("ready", port))
+    conn.send((PipeMessage.READY, port))
     import debugpy
 
     debugpy.wait_for_client()
-    conn.send(("configured",))
+    conn.send((PipeMessage.CONFIGURED,))
     try:
-        if conn.recv() != "go":
+        if conn.recv() != PipeMessage.GO:
             return
     except (EOFError, OSError):  # the proxy gave up on this session
         return
@@ -111,7 +102,7 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     except Exception as exc:
         # Drop this frame: the runtime would show only the handler's frames.
         tb = exc.__traceback__
-        conn.send(("error", RemoteError.capture(exc, tb.tb_next if tb else None)))
+        conn.send((PipeMessage.ERROR, RemoteError.capture(exc, tb.tb_next if tb else None)))
     else:
         _send_result(conn, value)
     # Exit now, as Lambda freezes a sandbox once the handler returned: no
@@ -142,7 +133,7 @@ def _drain_debugger(timeout: float = 0.5) -> None:
 
 def _send_result(conn, value) -> None:
     try:
-        data = pickle.dumps(("result", value))
+        data = pickle.dumps((PipeMessage.RESULT, value))
         pickle.loads(data)  # some values pickle but cannot be rebuilt
     except Exception:
         data = None
@@ -154,10 +145,10 @@ def _send_result(conn, value) -> None:
     try:
         from awslambdaric.lambda_runtime_marshaller import to_json
 
-        conn.send(("result_json", to_json(value)))
+        conn.send((PipeMessage.RESULT_JSON, to_json(value)))
     except Exception as exc:
         fault = _marshal_fault(exc)
-        conn.send(("error", RemoteError.capture(fault, None)))
+        conn.send((PipeMessage.ERROR, RemoteError.capture(fault, None)))
 
 
 def _marshal_fault(exc: Exception) -> Exception:

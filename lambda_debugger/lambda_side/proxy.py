@@ -10,21 +10,21 @@ Once the child has started the handler, the session never returns None: the
 handler must not run twice.
 """
 
+import enum
 import logging
-import multiprocessing
 import socket
 import sys
 import time
-import warnings
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
-from multiprocessing.process import BaseProcess
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 from lambda_debugger.lambda_side import child, errors, versions
-from lambda_debugger.lambda_side.config import LambdaConfig, handler_reserve_ms, wait_budget_ms
-from lambda_debugger.wire import dap, protocol, relay
+from lambda_debugger.lambda_side.budget import WaitBudget
+from lambda_debugger.lambda_side.child_process import ChildProcess
+from lambda_debugger.lambda_side.config import LambdaConfig
+from lambda_debugger.lambda_side.pipe import PipeMessage
+from lambda_debugger.wire import dap, pairing, protocol, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     SocketEndpoint,
@@ -33,6 +33,7 @@ from lambda_debugger.wire.endpoints import (
     describe_error,
     open_websocket,
 )
+from lambda_debugger.wire.pairing import Waited
 
 log = logging.getLogger("lambda_debugger")
 
@@ -43,49 +44,54 @@ BROKER_RETRY_AFTER_S = 10.0
 #: How long the handler's last DAP output may take to reach the debugger.
 DRAIN_S = 1.0
 
-#: Time left for closing the broker connection before the handler must start.
-CLOSE_ALLOWANCE_S = 0.2
-
-#: A paired debugger has at least this long to finish attaching (initialize,
-#: attach, breakpoints, configurationDone), within the handler's share.
-ATTACH_S = 30.0
-
 #: How often a quiet relay checks that the broker is still there.
 KEEPALIVE_TICK_S = 1.0
 
-# What the proxy does with the broker connection once the child was started.
-RELAYING = "relaying"  # a debugger is attached: relay its stream
-DETACHED = "detached"  # the debugger left: wait for another or the outcome
-ALONE = "alone"  # no broker connection any more: wait for the outcome
+
+class RelayMode(enum.Enum):
+    """What the proxy does with the broker connection once the child runs."""
+
+    RELAYING = "relaying"  # a debugger is attached: relay its stream
+    DETACHED = "detached"  # the debugger left: wait for another or the outcome
+    ALONE = "alone"  # no broker connection any more: wait for the outcome
+
+
+class OutcomeKind(str, enum.Enum):
+    """How the handler ended in the child."""
+
+    VALUE = "value"  # it returned; ``value`` holds the return value
+    JSON = "json"  # it returned what pickle cannot carry; ``value`` holds the runtime's JSON of it
+    ERROR = "error"  # it raised; ``error`` holds a child.RemoteError
+    EXIT = "exit"  # its process died with ``exitcode``
+
+
+class Fallback(enum.Enum):
+    """The child failed before the handler started: run the handler here."""
+
+    RUN_HERE = "run here"
 
 
 @dataclass
 class Outcome:
-    """What the handler did in the child.
+    """What the handler did in the child (see :class:`OutcomeKind`)."""
 
-    ``kind`` is ``value`` (``value`` holds the return value), ``json``
-    (``value`` holds the runtime-marshalled JSON text), ``error``
-    (``error`` holds a :class:`child.RemoteError`) or ``exit`` (the child
-    died with ``exitcode``).
-    """
-
-    kind: str
+    kind: OutcomeKind
     value: Any = None
     error: Optional[child.RemoteError] = None
     exitcode: Optional[int] = None
 
     def describe(self) -> str:
         """The outcome in plain words, for the developer's debug console."""
-        if self.kind == "error":
+        if self.kind is OutcomeKind.ERROR:
             return "the handler raised %s: %s" % (self.error.type_name, self.error.message[:300])
-        if self.kind == "exit":
+        if self.kind is OutcomeKind.EXIT:
             return "the handler's process ended (%s) before the handler returned" % errors.describe_exit(self.exitcode)
         return "the handler returned"
 
     def exit_status(self) -> int:
         """The exit status of the handler's process: it exits 0 right after
         reporting a result or an error."""
-        return self.exitcode if self.kind == "exit" else 0
+        return self.exitcode if self.kind is OutcomeKind.EXIT else 0
 
 
 class _Breaker:
@@ -139,8 +145,7 @@ class DebugSession:
         self.request_id = getattr(context, "aws_request_id", "") or ""
         self.started = False
         self.outcome: Optional[Outcome] = None
-        self.process: Optional[BaseProcess] = None
-        self.conn: Optional[Connection] = None
+        self.child: Optional[ChildProcess] = None
         self.broker: Optional[WebSocketEndpoint] = None
         self.debugpy: Optional[SocketEndpoint] = None
         self.debugpy_port = 0
@@ -153,18 +158,14 @@ class DebugSession:
 
     def run(self) -> Optional[Outcome]:
         """Debug the invocation; see the module docstring for the result."""
-        arrived = time.monotonic()
-        remaining_ms = int(self.context.get_remaining_time_in_millis())
-        budget_ms = wait_budget_ms(self.config.wait_max_ms, remaining_ms)
-        # The handler must start by this time to keep its guaranteed share;
-        # connecting, waiting and closing all fit before it.
-        latest_start = arrived + (remaining_ms - handler_reserve_ms(remaining_ms)) / 1000.0
-        wait_end = min(
-            arrived + (budget_ms / 1000.0 if budget_ms else self.config.connect_timeout_s),
-            latest_start - CLOSE_ALLOWANCE_S,
+        budget = WaitBudget.plan(
+            arrived=time.monotonic(),
+            remaining_ms=int(self.context.get_remaining_time_in_millis()),
+            wait_max_ms=self.config.wait_max_ms,
+            connect_timeout_s=self.config.connect_timeout_s,
         )
-        if wait_end <= arrived:
-            log.info("%r: %d ms left, too little to wait for a debugger", self, remaining_ms)
+        if not budget.possible:
+            log.info("%r: %d ms left, too little to wait for a debugger", self, budget.remaining_ms)
             return None
         if not debugpy_check.ready():
             return None
@@ -172,7 +173,7 @@ class DebugSession:
             log.debug("%r: broker failed recently; not trying it yet", self)
             return None
         try:
-            paired = self._wait_for_debugger(budget_ms, wait_end, latest_start)
+            paired = self._wait_for_debugger(budget)
             if paired is None:
                 return None
             log.info(
@@ -180,9 +181,7 @@ class DebugSession:
                 self,
                 self.context.get_remaining_time_in_millis() / 1000.0,
             )
-            # A paired debugger gets a fair time to finish attaching, never
-            # past the handler's guaranteed share.
-            attach_by = min(latest_start, max(wait_end, time.monotonic() + ATTACH_S))
+            attach_by = budget.attach_by(time.monotonic())
             if not self._start_child(attach_by):
                 return None
             return self._relay_until_done(attach_by)
@@ -193,13 +192,15 @@ class DebugSession:
             self._end_relay()
             return self.wait_without_relay()
         finally:
-            self._cleanup(latest_start)
+            self._cleanup(budget.latest_start)
 
-    def _wait_for_debugger(self, budget_ms: int, wait_end: float, latest_start: float) -> Optional[protocol.Paired]:
+    def _wait_for_debugger(self, budget: WaitBudget) -> Optional[protocol.Paired]:
+        """Dial the broker, announce the invocation and wait for ``paired``
+        until the budget's ``wait_end``. None: no debugger (logged why)."""
         try:
             ws = open_websocket(
                 self.config.broker_url,
-                timeout=max(0.05, min(self.config.connect_timeout_s, wait_end - time.monotonic())),
+                timeout=budget.connect_timeout(time.monotonic(), self.config.connect_timeout_s),
                 header=protocol.bearer(self.config.auth_token),
                 ca_file=self.config.ca_file,
             )
@@ -210,7 +211,7 @@ class DebugSession:
                     deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
                     function_name=getattr(self.context, "function_name", None) or "",
                     runtime="python%d.%d" % sys.version_info[:2],
-                    wait_ms=budget_ms,
+                    wait_ms=budget.wait_ms,
                 )
             )
         except Exception as exc:
@@ -222,21 +223,24 @@ class DebugSession:
                 BROKER_RETRY_AFTER_S,
             )
             return None
-        if budget_ms:
-            log.info("%r: waiting up to %.1f s for a debugger", self, (wait_end - time.monotonic()))
+        if budget.wait_ms:
+            log.info("%r: waiting up to %.1f s for a debugger", self, (budget.wait_end - time.monotonic()))
         while True:
             try:
                 # With no wait budget the broker answers at once: paired with
                 # a debugger already armed, or closed with NOT_WAITING.
-                message = self.broker.receive_control(deadline=wait_end)
-            except (socket.timeout, TimeoutError):
-                self._close_broker(protocol.CloseCode.NOT_WAITING, "no debugger attached in time", latest_start)
-                log.info("%r: no debugger attached in time; running normally", self)
-                return None
+                waited, message = pairing.wait_step(self.broker, budget.wait_end)
             except Exception as exc:
                 log.warning("%r: broker connection failed (%s); running normally", self, describe_error(exc))
                 return None
-            if message is None:
+            if waited is Waited.TIMEOUT:
+                self._close_broker(protocol.CloseCode.NOT_WAITING, "no debugger attached in time", budget.latest_start)
+                log.info("%r: no debugger attached in time; running normally", self)
+                return None
+            if waited is Waited.SILENT:
+                log.warning("%r: the broker went silent while waiting; running normally", self)
+                return None
+            if waited is Waited.CLOSED:
                 code = self.broker.close_code
                 if code in (protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.BAD_REQUEST):
                     broker_breaker.trip()  # retrying each invocation cannot help
@@ -250,29 +254,22 @@ class DebugSession:
                 return None
             if isinstance(message, protocol.Paired):
                 return message
-            if isinstance(message, protocol.Notice):
-                self._on_notice(message)
 
     def _start_child(self, attach_by: float) -> bool:
-        ctx = multiprocessing.get_context("fork")
-        self.conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(
-            target=child.run,
-            args=(child_conn, self.handler, self.event, self.context),
-            # The broker connection and the proxy's pipe end are not the child's.
-            kwargs={"debug_logs": self.config.log_level == "debug", "close_fds": (self.broker.sock, self.conn)},
-            name="lambda-debugger-child",
-            daemon=False,  # the handler may start processes of its own
+        """Fork the child and connect to its debugpy; False (after saying
+        why) when that fails before the handler started."""
+        self.child = ChildProcess(
+            self.handler,
+            self.event,
+            self.context,
+            debug_logs=self.config.log_level == "debug",
+            close_fds=(self.broker.sock,),  # the broker connection is not the child's
         )
-        with warnings.catch_warnings():
-            # Forking while user threads run is what Lambda's own fork-based
-            # tools do too; the warning would only clutter the log.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.process.start()
-        child_conn.close()
-        message = self._next_message(attach_by)
-        if not message or message[0] != "ready":
-            self._give_up(message[1] if message and message[0] == "failed" else "the child did not start")
+        self.child.start()
+        message = self.child.next_message(attach_by)
+        if not message or message[0] != PipeMessage.READY:
+            failed = message and message[0] == PipeMessage.FAILED
+            self._give_up(message[1] if failed else "the child did not start")
             return False
         self.debugpy_port = message[1]
         try:
@@ -286,11 +283,11 @@ class DebugSession:
         return True
 
     def _relay_until_done(self, attach_by: float) -> Optional[Outcome]:
-        watch = (self.conn, self.process.sentinel)
+        watch = self.child.watch
         self.pump = relay.Pump(self.broker, self.debugpy)
-        mode = RELAYING
+        mode = RelayMode.RELAYING
         while True:
-            if mode == RELAYING:
+            if mode is RelayMode.RELAYING:
                 tick = time.monotonic() + KEEPALIVE_TICK_S
                 result = self.pump.run(deadline=tick if self.started else min(tick, attach_by), watch=watch)
                 if result.reason == relay.CONTROL:
@@ -302,7 +299,7 @@ class DebugSession:
                         mode = self._detach(message)
                     continue
                 if result.reason == relay.CLOSED:
-                    mode = ALONE
+                    mode = RelayMode.ALONE
                     if result.endpoint is self.debugpy and wait_for(watch, DRAIN_S):
                         continue  # the child is reporting or exiting: its outcome ends the session
                     self._relay_closed(result)
@@ -315,14 +312,14 @@ class DebugSession:
                         self._give_up("the debugger did not finish attaching in time")
                         return None
                     if not self.broker.keepalive(time.monotonic()):
-                        mode = ALONE
+                        mode = RelayMode.ALONE
                         log.warning("%r: the broker went silent; the handler runs on without the debugger", self)
                         self._end_relay()
                         if not self.started:
                             self._give_up("the debugger was lost before the handler started")
                             return None
                     continue
-            elif mode == DETACHED:
+            elif mode is RelayMode.DETACHED:
                 mode = self._wait_detached(watch)
                 if not wait_for(watch, 0):
                     continue
@@ -331,16 +328,16 @@ class DebugSession:
             outcome = self._poll_child(attach_by)
             if outcome is None:
                 continue
-            if outcome == "fallback":
+            if outcome is Fallback.RUN_HERE:
                 return None
-            if mode == RELAYING:
+            if mode is RelayMode.RELAYING:
                 # The handler's last output events are still on their way.
                 self.pump.run(deadline=time.monotonic() + DRAIN_S)
                 self.pump.flush(self.broker)
                 self._tell_debugger(outcome.describe(), outcome.exit_status())
             return outcome
 
-    def _detach(self, message: protocol.Detached) -> str:
+    def _detach(self, message: protocol.Detached) -> RelayMode:
         """The debugger left while the handler runs: resume the handler, end
         the old debug stream, and tell the broker that another debugger may
         attach. Returns the next mode."""
@@ -362,9 +359,9 @@ class DebugSession:
             self.broker.send_control(protocol.Detached(reason="debug stream ended"))
         except Exception as exc:
             return self._without_broker("broker connection failed (%s)" % describe_error(exc))
-        return DETACHED
+        return RelayMode.DETACHED
 
-    def _wait_detached(self, watch) -> str:
+    def _wait_detached(self, watch) -> RelayMode:
         """Wait up to a keepalive tick for another debugger (``Paired``) or
         the child's report; keep the quiet broker connection alive. Returns
         the next mode."""
@@ -375,13 +372,13 @@ class DebugSession:
                     return self._without_broker("the broker went silent")
             except OSError as exc:
                 return self._without_broker("broker connection failed (%s)" % describe_error(exc))
-            return DETACHED
+            return RelayMode.DETACHED
         try:
             # The broker sends nothing binary now; anything it had in flight
             # belongs to the debugger that left.
             message = self.broker.receive_control(deadline=time.monotonic() + KEEPALIVE_TICK_S, drop_binary=True)
         except (socket.timeout, TimeoutError):
-            return DETACHED
+            return RelayMode.DETACHED
         except Exception as exc:
             return self._without_broker("broker connection failed (%s)" % describe_error(exc))
         if message is None:
@@ -393,16 +390,16 @@ class DebugSession:
         if isinstance(message, protocol.Paired):
             return self._reattach(message)
         self._on_notice(message)
-        return DETACHED
+        return RelayMode.DETACHED
 
-    def _without_broker(self, why: str, level: int = logging.WARNING, reason: str = "relay ended") -> str:
+    def _without_broker(self, why: str, level: int = logging.WARNING, reason: str = "relay ended") -> RelayMode:
         """Stop debugging a running handler: log ``why``, close the broker
         connection with ``reason``. Returns the next mode, ALONE."""
         log.log(level, "%r: %s; the handler runs on without the debugger", self, why)
         self._close_broker(protocol.CloseCode.PEER_GONE, reason)
-        return ALONE
+        return RelayMode.ALONE
 
-    def _reattach(self, paired: protocol.Paired) -> str:
+    def _reattach(self, paired: protocol.Paired) -> RelayMode:
         """Another debugger was paired with the running invocation: give it a
         new connection to the child's debugpy. Returns the next mode."""
         try:
@@ -420,70 +417,54 @@ class DebugSession:
             paired.attachment,
             self.context.get_remaining_time_in_millis() / 1000.0,
         )
-        return RELAYING
+        return RelayMode.RELAYING
 
     # Helpers -----------------------------------------------------------
 
-    def _poll_child(self, attach_by: float = float("inf")):
-        """Read what the child reported. Returns an Outcome, "fallback" when
+    def _poll_child(self, attach_by: float = float("inf")) -> Union[Outcome, Fallback, None]:
+        """Read what the child reported. Returns the Outcome, Fallback when
         the child failed before the handler started, or None to go on."""
-        if self.conn.poll():
-            message = self._receive()
+        child_ = self.child
+        if child_.has_message():
+            message = child_.receive()
             if message is not None:
                 kind = message[0]
-                if kind == "configured":
+                if kind == PipeMessage.CONFIGURED:
                     if time.monotonic() > attach_by:
                         self._give_up("the debugger finished attaching too late")
-                        return "fallback"
+                        return Fallback.RUN_HERE
                     # Decided here, not in the child, so that a session given
                     # up by the proxy can never have started the handler.
                     self.started = True
-                    self.conn.send("go")
+                    child_.go()
                     return None
-                if kind == "result":
-                    self.outcome = Outcome("value", value=message[1])
-                elif kind == "result_json":
-                    self.outcome = Outcome("json", value=message[1])
-                elif kind == "error":
-                    self.outcome = Outcome("error", error=message[1])
+                if kind == PipeMessage.RESULT:
+                    self.outcome = Outcome(OutcomeKind.VALUE, value=message[1])
+                elif kind == PipeMessage.RESULT_JSON:
+                    self.outcome = Outcome(OutcomeKind.JSON, value=message[1])
+                elif kind == PipeMessage.ERROR:
+                    self.outcome = Outcome(OutcomeKind.ERROR, error=message[1])
                 return self.outcome
-        if self.process.is_alive():
-            if not self.conn.poll():
+        if child_.is_alive():
+            if not child_.has_message():
                 time.sleep(0.005)  # only the pipe's EOF was seen; let the exit land
             return None
-        exitcode = self.process.exitcode
+        exitcode = child_.exitcode
         if not self.started:
             self._give_up("the child exited (status %s) before the handler started" % exitcode)
-            return "fallback"
+            return Fallback.RUN_HERE
         log.error("%r: the handler's process exited with status %s", self, exitcode)
-        self.outcome = Outcome("exit", exitcode=exitcode)
+        self.outcome = Outcome(OutcomeKind.EXIT, exitcode=exitcode)
         return self.outcome
 
     def wait_without_relay(self) -> Outcome:
         """After an unexpected fault of the relay: wait for the started
         handler's outcome, without debugging it further."""
         while True:
-            wait_for((self.conn, self.process.sentinel))
+            self.child.wait()
             outcome = self._poll_child()
             if isinstance(outcome, Outcome):
                 return outcome
-
-    def _next_message(self, until: float):
-        while True:
-            left = until - time.monotonic()
-            if left <= 0 or not wait_for((self.conn, self.process.sentinel), left):
-                return None
-            if self.conn.poll():
-                return self._receive()
-            if not self.process.is_alive():
-                return None
-
-    def _receive(self):
-        """The child's next message, or None once its end of the pipe closed."""
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            return None
 
     def _relay_closed(self, result: relay.PumpResult) -> None:
         # pump.run() already flushed what was queued for the side still open.
@@ -545,15 +526,6 @@ class DebugSession:
             "invocation finished",
             latest_start if not self.started else float("inf"),
         )
-        if self.process is None or (self.started and self.outcome is None):
+        if self.child is None or (self.started and self.outcome is None):
             return  # never kill a handler that is running
-        if self.started:
-            self.process.join(DRAIN_S)  # it exits right after reporting
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(1)
-        self.conn.close()
-        try:
-            self.process.close()  # its sentinel descriptors, now rather than at garbage collection
-        except ValueError:
-            pass  # still running after SIGKILL: left to the OS
+        self.child.end(reported=self.started)
