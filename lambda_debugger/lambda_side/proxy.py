@@ -13,7 +13,6 @@ handler must not run twice.
 import enum
 import logging
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
@@ -23,23 +22,18 @@ from lambda_debugger.lambda_side import child, errors, versions
 from lambda_debugger.lambda_side.budget import WaitBudget
 from lambda_debugger.lambda_side.child_process import ChildProcess
 from lambda_debugger.lambda_side.config import LambdaConfig
+from lambda_debugger.lambda_side.handshake import Handshake, broker_breaker
 from lambda_debugger.lambda_side.pipe import PipeMessage
-from lambda_debugger.wire import dap, pairing, protocol, relay
+from lambda_debugger.wire import dap, protocol, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     SocketEndpoint,
     WebSocketEndpoint,
     describe_close,
     describe_error,
-    open_websocket,
 )
-from lambda_debugger.wire.pairing import Waited
 
 log = logging.getLogger("lambda_debugger")
-
-#: After a failed connection to the broker, skip debugging for this long, so
-#: a dead broker costs one connect timeout, not one per invocation.
-BROKER_RETRY_AFTER_S = 10.0
 
 #: How long the handler's last DAP output may take to reach the debugger.
 DRAIN_S = 1.0
@@ -92,21 +86,6 @@ class Outcome:
         """The exit status of the handler's process: it exits 0 right after
         reporting a result or an error."""
         return self.exitcode if self.kind is OutcomeKind.EXIT else 0
-
-
-class _Breaker:
-    """Remembers a broker failure so the next invocations skip it a while."""
-
-    until = 0.0
-
-    def open(self) -> bool:
-        return time.monotonic() < self.until
-
-    def trip(self) -> None:
-        self.until = time.monotonic() + BROKER_RETRY_AFTER_S
-
-
-broker_breaker = _Breaker()
 
 
 class _DebugpyCheck:
@@ -173,7 +152,11 @@ class DebugSession:
             log.debug("%r: broker failed recently; not trying it yet", self)
             return None
         try:
-            paired = self._wait_for_debugger(budget)
+            shake = Handshake(self.config, self.context, self.request_id, repr(self), on_notice=self._on_notice)
+            try:
+                paired = shake.find_debugger(budget)
+            finally:
+                self.broker = shake.broker  # closed by _cleanup whatever happened
             if paired is None:
                 return None
             log.info(
@@ -193,67 +176,6 @@ class DebugSession:
             return self.wait_without_relay()
         finally:
             self._cleanup(budget.latest_start)
-
-    def _wait_for_debugger(self, budget: WaitBudget) -> Optional[protocol.Paired]:
-        """Dial the broker, announce the invocation and wait for ``paired``
-        until the budget's ``wait_end``. None: no debugger (logged why)."""
-        try:
-            ws = open_websocket(
-                self.config.broker_url,
-                timeout=budget.connect_timeout(time.monotonic(), self.config.connect_timeout_s),
-                header=protocol.bearer(self.config.auth_token),
-                ca_file=self.config.ca_file,
-            )
-            self.broker = WebSocketEndpoint(ws, "broker", on_control=self._on_notice)
-            self.broker.send_control(
-                protocol.Invocation(
-                    request_id=self.request_id,
-                    deadline_ms=int(time.time() * 1000 + self.context.get_remaining_time_in_millis()),
-                    function_name=getattr(self.context, "function_name", None) or "",
-                    runtime="python%d.%d" % sys.version_info[:2],
-                    wait_ms=budget.wait_ms,
-                )
-            )
-        except Exception as exc:
-            broker_breaker.trip()
-            log.warning(
-                "%r: broker unreachable (%s); running normally, next try in %d s",
-                self,
-                describe_error(exc),
-                BROKER_RETRY_AFTER_S,
-            )
-            return None
-        if budget.wait_ms:
-            log.info("%r: waiting up to %.1f s for a debugger", self, (budget.wait_end - time.monotonic()))
-        while True:
-            try:
-                # With no wait budget the broker answers at once: paired with
-                # a debugger already armed, or closed with NOT_WAITING.
-                waited, message = pairing.wait_step(self.broker, budget.wait_end)
-            except Exception as exc:
-                log.warning("%r: broker connection failed (%s); running normally", self, describe_error(exc))
-                return None
-            if waited is Waited.TIMEOUT:
-                self._close_broker(protocol.CloseCode.NOT_WAITING, "no debugger attached in time", budget.latest_start)
-                log.info("%r: no debugger attached in time; running normally", self)
-                return None
-            if waited is Waited.SILENT:
-                log.warning("%r: the broker went silent while waiting; running normally", self)
-                return None
-            if waited is Waited.CLOSED:
-                code = self.broker.close_code
-                if code in (protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.BAD_REQUEST):
-                    broker_breaker.trip()  # retrying each invocation cannot help
-                level = logging.INFO if code == protocol.CloseCode.NOT_WAITING else logging.WARNING
-                log.log(
-                    level,
-                    "%r: broker closed the connection: %s; running normally",
-                    self,
-                    describe_close(code, self.broker.close_reason),
-                )
-                return None
-            if isinstance(message, protocol.Paired):
-                return message
 
     def _start_child(self, attach_by: float) -> bool:
         """Fork the child and connect to its debugpy; False (after saying
