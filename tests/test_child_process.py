@@ -10,7 +10,7 @@ from lambda_debugger.lambda_side import pipe
 from lambda_debugger.lambda_side.child_process import ChildProcess
 from lambda_debugger.lambda_side.pipe import PipeMessage
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.slow]
 
 
 def reporting_child(conn, handler, event, context, *, debug_logs=False, close_fds=()):

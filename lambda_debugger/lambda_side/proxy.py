@@ -116,6 +116,9 @@ class DebugSession:
         outcome: what the handler did, once the child reported it.
     """
 
+    #: What the forked child runs (tests put a stand-in here).
+    child_target = staticmethod(child.run)
+
     def __init__(self, config: LambdaConfig, handler, event, context):
         self.config = config
         self.handler = handler
@@ -186,6 +189,7 @@ class DebugSession:
             self.context,
             debug_logs=self.config.log_level == "debug",
             close_fds=(self.broker.sock,),  # the broker connection is not the child's
+            target=self.child_target,
         )
         self.child.start()
         message = self.child.next_message(attach_by)
