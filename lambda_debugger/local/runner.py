@@ -71,13 +71,7 @@ def run_local(args) -> int:
     except (LocalError, ValueError) as exc:
         print("lambda-debugger local: %s" % exc, file=out)
         return 2
-    with open(path, encoding="utf-8", errors="replace") as source:
-        if "import lambda_debugger" not in source.read():
-            print(
-                "note: %s does not import lambda_debugger, so no debugger can attach; add "
-                "`import lambda_debugger` as its last line" % path,
-                file=out,
-            )
+    _note_missing_import(path, out)
     try:
         import awslambdaric  # noqa: F401  (run in a child process; checked here for a clear error)
 
@@ -88,14 +82,11 @@ def run_local(args) -> int:
         return 2
     from lambda_debugger.local.function import LocalFunction
 
+    # Fresh tokens each run: the embedded broker is as strict as a deployed one.
     lambda_token, debugger_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     broker = BrokerServer(
         BrokerConfig(
-            host="127.0.0.1",
-            lambda_port=0,
-            debugger_port=0,
-            lambda_token=lambda_token,
-            debugger_token=debugger_token,
+            host="127.0.0.1", lambda_port=0, debugger_port=0, lambda_token=lambda_token, debugger_token=debugger_token
         )
     )
     broker.start_in_thread()
@@ -145,6 +136,17 @@ def run_local(args) -> int:
     sys.stdout.write(result.payload.decode("utf-8", "replace") + "\n")
     sys.stdout.flush()
     return 0 if result.ok else 1
+
+
+def _note_missing_import(path: str, out) -> None:
+    """Say so when the handler module cannot be debugged at all."""
+    with open(path, encoding="utf-8", errors="replace") as source:
+        if "import lambda_debugger" not in source.read():
+            print(
+                "note: %s does not import lambda_debugger, so no debugger can attach; add "
+                "`import lambda_debugger` as its last line" % path,
+                file=out,
+            )
 
 
 def _serve(bridge: AttachBridge, stop: threading.Event) -> None:
