@@ -71,30 +71,11 @@ def run(python, version, venvs, debugpy=None):
     Returns (ok, debugpy version, seconds, pytest's summary line, details)."""
     started = time.monotonic()
     venv = os.path.join(venvs, "py%d.%d%s" % (version[0], version[1], "-" + debugpy if debugpy else ""))
-    steps = [
-        [python, "-m", "venv", venv],
-        [
-            os.path.join(venv, "bin", "python"),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--quiet",
-            REPO + "[chain-test]",
-        ],
-    ]
+    venv_python = os.path.join(venv, "bin", "python")
+    pip_install = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+    steps = [[python, "-m", "venv", venv], [*pip_install, REPO + "[chain-test]"]]
     if debugpy:
-        steps.append(
-            [
-                os.path.join(venv, "bin", "python"),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--quiet",
-                "debugpy==" + debugpy,
-            ]
-        )
+        steps.append([*pip_install, "debugpy==" + debugpy])
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=REPO)
         if done.returncode != 0:
@@ -103,7 +84,6 @@ def run(python, version, venvs, debugpy=None):
         warnings = [line for line in (done.stdout + done.stderr).splitlines() if "DEPRECATION" in line]
         if warnings:
             return False, "-", time.monotonic() - started, "pip warned", "\n".join(warnings)
-    venv_python = os.path.join(venv, "bin", "python")
     found = (
         subprocess.run(
             [venv_python, "-c", "import debugpy; print(debugpy.__version__)"], capture_output=True, text=True
