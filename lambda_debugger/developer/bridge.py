@@ -150,7 +150,8 @@ class AttachBridge:
         self.paired: Optional[protocol.Paired] = None
         self.broker_problem: Optional[str] = None
         self._broker_refuses = False  # the last check found a refusal no retry can mend
-        self._down_since = 0.0
+        self._checked = False  # whether the broker was checked yet
+        self._down_since = 0.0  # when the current broker problem was first seen
         self._last_check_report = 0.0
         self._ended: Optional[protocol.Ended] = None
         self._listener = socket.create_server(listen, reuse_port=False)
@@ -226,8 +227,9 @@ class AttachBridge:
             self.broker_problem = None
             self._broker_refuses = False
         now = time.monotonic()
+        first, self._checked = not self._checked, True
         if self.broker_problem is None:
-            if was is not None or not self._down_since:
+            if first or was is not None:
                 secure = self.url.startswith("wss:")
                 self.say(
                     "broker ok: %s answers%s; %s"
@@ -237,23 +239,21 @@ class AttachBridge:
                         "debugger token accepted" if self.token else "it asks for no token (--insecure)",
                     )
                 )
-            self._down_since = -1.0  # reported once
         elif self._broker_refuses:
             self.say(
                 "broker check failed: %s; fix the token and start attach again (an IDE that attaches is told"
                 " this too)" % self.broker_problem
             )
-        else:
-            if was != self.broker_problem or self._down_since <= 0:
-                self._down_since = now
-                self.say("broker check failed: %s" % self.broker_problem)
-            elif self._tty or now - self._last_check_report >= REPORT_EVERY_S:
-                self._last_check_report = now
-                self.say(
-                    "broker still down: %s (for %d s; checking every %d s)"
-                    % (self.broker_problem, now - self._down_since, CHECK_EVERY_S),
-                    transient=True,
-                )
+        elif first or was != self.broker_problem:
+            self._down_since = self._last_check_report = now
+            self.say("broker check failed: %s" % self.broker_problem)
+        elif self._tty or now - self._last_check_report >= REPORT_EVERY_S:
+            self._last_check_report = now
+            self.say(
+                "broker still down: %s (for %d s; checking every %d s)"
+                % (self.broker_problem, now - self._down_since, CHECK_EVERY_S),
+                transient=True,
+            )
         return self.broker_problem
 
     def handle(self, ide: socket.socket, peer=None, *, stop=None) -> bool:
