@@ -324,3 +324,19 @@ def test_each_outcome_is_told_in_plain_words_with_its_exit_status():
     assert killed.describe() == "the handler's process ended (signal: killed) before the handler returned"
     assert killed.exit_status() == -9
     assert OutcomeKind.JSON == "json"  # bootstrap compares the plain strings
+
+
+def test_a_hanging_dns_lookup_of_the_broker_is_bounded_and_told(broker, tmp_path):
+    from tests.test_end_to_end import SLOW_DNS_PATH
+
+    bridge = BridgeProcess(
+        broker, str(tmp_path / "bridge.log"), host="broker.slow-dns.test", once=False, env={"PYTHONPATH": SLOW_DNS_PATH}
+    )
+    try:
+        wait_until(lambda: "(the DNS lookup or the connection hangs)" in bridge.output(), 15, "the check")
+        client = bridge.connect()
+        seq = client.send_request("initialize", {"adapterID": "debugpy"})
+        with pytest.raises(DapError, match="DNS lookup of broker.slow-dns.test took longer than 5.0 s"):
+            client.wait_response(seq, timeout=15)
+    finally:
+        bridge.stop()

@@ -15,11 +15,18 @@ or cannot start.
 import select
 import socket
 import sys
+import threading
 import time
-from typing import List, Optional, TextIO, Tuple
+from typing import Any, Callable, List, Optional, TextIO, Tuple
 
 from lambda_debugger.wire import dap, pairing, protocol, relay
-from lambda_debugger.wire.endpoints import SocketEndpoint, WebSocketEndpoint, describe_close, describe_error
+from lambda_debugger.wire.endpoints import (
+    SocketEndpoint,
+    WebSocketEndpoint,
+    describe_close,
+    describe_error,
+    open_websocket,
+)
 from lambda_debugger.wire.pairing import Waited
 
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
@@ -214,7 +221,9 @@ class AttachBridge:
             context = ssl.create_default_context(cafile=self.sslopt["ca_certs"])
         was = self.broker_problem
         try:
-            fetch_sessions(self.broker, self.token, timeout=self.connect_timeout_s, context=context)
+            self._bounded(
+                lambda: fetch_sessions(self.broker, self.token, timeout=self.connect_timeout_s, context=context)
+            )
         except SessionsError as exc:
             self.broker_problem = str(exc)
             self._broker_refuses = exc.kind == TOKEN
@@ -255,6 +264,36 @@ class AttachBridge:
                 transient=True,
             )
         return self.broker_problem
+
+    def _bounded(self, call: Callable[[], Any]) -> None:
+        """Run ``call`` in a daemon thread for at most a connect timeout and
+        a second: a DNS lookup has no timeout of its own, and a hanging
+        resolver must not keep the bridge from serving the IDE.
+
+        Raises:
+            SessionsError: what ``call`` raised, or that it did not finish.
+        """
+        from lambda_debugger.developer.sessions import UNREACHABLE, SessionsError
+
+        errors: List[BaseException] = []
+
+        def run():
+            try:
+                call()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name="lambda-debugger-broker-check", daemon=True)
+        thread.start()
+        thread.join(self.connect_timeout_s + 1.0)
+        if thread.is_alive():
+            raise SessionsError(
+                "no answer from %s within %.0f s (the DNS lookup or the connection hangs)"
+                % (self.broker, self.connect_timeout_s + 1.0),
+                UNREACHABLE,
+            )
+        if errors:
+            raise errors[0]
 
     def handle(self, ide: socket.socket, peer=None, *, stop=None) -> bool:
         """Bridge one IDE connection. Returns whether it was paired.
@@ -339,11 +378,12 @@ class AttachBridge:
         import websocket  # websocket-client
 
         try:
-            ws = websocket.create_connection(
+            # The same dial as the proxy's: the DNS lookup is bounded too.
+            ws = open_websocket(
                 self.url,
                 timeout=self.connect_timeout_s,
                 header=protocol.bearer(self.token),
-                sslopt=self.sslopt,
+                ca_file=(self.sslopt or {}).get("ca_certs"),
             )
         except websocket.WebSocketBadStatusException as exc:
             raise BridgeError("the broker refused the connection: HTTP %s" % exc.status_code) from None

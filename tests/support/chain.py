@@ -229,11 +229,13 @@ class BridgeProcess:
         token: str = DEBUGGER_TOKEN,
         once: bool = True,
         extra_args=(),
+        host: str = "127.0.0.1",
+        env: dict = None,
     ):
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         env.pop("BROKER_DEBUGGER_TOKEN", None)
         if token is not None:
             env["BROKER_DEBUGGER_TOKEN"] = token
@@ -246,7 +248,7 @@ class BridgeProcess:
                 "attach",
                 function_id,
                 "--broker",
-                "%s127.0.0.1:%d" % (scheme, broker.debugger_port),
+                "%s%s:%d" % (scheme, host, broker.debugger_port),
                 "--listen",
                 "127.0.0.1:%d" % self.port,
             ]
