@@ -383,36 +383,8 @@ def main(argv: Optional[List[str]] = None, *, environ=None, prog: str = "python 
     """
     parser = _parser(prog)
     args = parser.parse_args(argv)
-    environ = dict(os.environ if environ is None else environ)
     try:
-        for option, path, variable in (
-            ("--lambda-token-file", args.lambda_token_file, LAMBDA_TOKEN_VARIABLE),
-            ("--debugger-token-file", args.debugger_token_file, DEBUGGER_TOKEN_VARIABLE),
-        ):
-            if path:
-                if environ.get(variable):
-                    raise ConfigError("give the token in %s or in %s, not both" % (variable, option))
-                environ[variable] = read_token_file(path, option)
-    except ConfigError as error:
-        parser.error(str(error))
-    config = BrokerConfig.from_environ(
-        environ,
-        host=args.host,
-        lambda_port=args.lambda_port,
-        debugger_port=args.debugger_port,
-        insecure=args.insecure,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        max_sessions=args.max_sessions,
-        max_sessions_per_function=args.max_sessions_per_function,
-        max_frame_bytes=args.max_frame_bytes,
-        pairing_timeout_s=args.pairing_timeout,
-        handshake_timeout_s=args.handshake_timeout,
-        idle_timeout_s=args.idle_timeout,
-        ping_interval_s=args.ping_interval,
-    )
-    try:
-        config.validate()
+        config = _config(args, dict(os.environ if environ is None else environ))
     except ConfigError as error:
         parser.error(str(error))  # exits with status 2
     logging.basicConfig(
@@ -442,6 +414,41 @@ def main(argv: Optional[List[str]] = None, *, environ=None, prog: str = "python 
         print("broker: cannot start: %s" % error, file=sys.stderr)
         return 1
     return 0
+
+
+def _config(args, environ: Dict[str, str]) -> BrokerConfig:
+    """The validated settings of the command line and ``environ`` (which
+    token files fill in).
+
+    Raises:
+        ConfigError: unusable settings, such as missing or equal tokens.
+    """
+    for option, path, variable in (
+        ("--lambda-token-file", args.lambda_token_file, LAMBDA_TOKEN_VARIABLE),
+        ("--debugger-token-file", args.debugger_token_file, DEBUGGER_TOKEN_VARIABLE),
+    ):
+        if path:
+            if environ.get(variable):
+                raise ConfigError("give the token in %s or in %s, not both" % (variable, option))
+            environ[variable] = read_token_file(path, option)
+    config = BrokerConfig.from_environ(
+        environ,
+        host=args.host,
+        lambda_port=args.lambda_port,
+        debugger_port=args.debugger_port,
+        insecure=args.insecure,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        max_sessions=args.max_sessions,
+        max_sessions_per_function=args.max_sessions_per_function,
+        max_frame_bytes=args.max_frame_bytes,
+        pairing_timeout_s=args.pairing_timeout,
+        handshake_timeout_s=args.handshake_timeout,
+        idle_timeout_s=args.idle_timeout,
+        ping_interval_s=args.ping_interval,
+    )
+    config.validate()
+    return config
 
 
 def _scheme_host(config: BrokerConfig) -> Tuple[str, str]:

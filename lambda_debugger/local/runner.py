@@ -80,8 +80,6 @@ def run_local(args) -> int:
     except ImportError as exc:
         print("lambda-debugger local needs %s: pip install 'lambda-debugger[local]'" % exc.name, file=out)
         return 2
-    from lambda_debugger.local.function import LocalFunction
-
     # Fresh tokens each run: the embedded broker is as strict as a deployed one.
     lambda_token, debugger_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     broker = BrokerServer(
@@ -101,20 +99,7 @@ def run_local(args) -> int:
     stop = threading.Event()
     bridge_thread = threading.Thread(target=_serve, args=(bridge, stop), name="attach-bridge", daemon=True)
     bridge_thread.start()
-    function = LocalFunction(
-        args.handler,
-        task_root=args.task_root,
-        timeout_s=args.timeout,
-        stdout=out,
-        stderr=out,
-        env={
-            "DEBUGGER_ACTIVE": "1",
-            "DEBUGGER_BROKER_ADDRESS": "ws://127.0.0.1:%s" % broker.lambda_port,
-            "DEBUGGER_FUNCTION_ID": FUNCTION_ID,
-            "DEBUGGER_AUTH_TOKEN": lambda_token,
-            "DEBUGGER_WAIT_MAX": str(args.wait_max),
-        },
-    )
+    function = _debuggable_function(args, broker.lambda_port, lambda_token, out)
     progress = threading.Thread(target=_report_wait, args=(bridge, stop, args.wait_max, listen, out), daemon=True)
     try:
         print(
@@ -136,6 +121,26 @@ def run_local(args) -> int:
     sys.stdout.write(result.payload.decode("utf-8", "replace") + "\n")
     sys.stdout.flush()
     return 0 if result.ok else 1
+
+
+def _debuggable_function(args, lambda_port, lambda_token: str, out):
+    """The handler in the real runtime client, pointed at the embedded broker."""
+    from lambda_debugger.local.function import LocalFunction
+
+    return LocalFunction(
+        args.handler,
+        task_root=args.task_root,
+        timeout_s=args.timeout,
+        stdout=out,
+        stderr=out,
+        env={
+            "DEBUGGER_ACTIVE": "1",
+            "DEBUGGER_BROKER_ADDRESS": "ws://127.0.0.1:%s" % lambda_port,
+            "DEBUGGER_FUNCTION_ID": FUNCTION_ID,
+            "DEBUGGER_AUTH_TOKEN": lambda_token,
+            "DEBUGGER_WAIT_MAX": str(args.wait_max),
+        },
+    )
 
 
 def _note_missing_import(path: str, out) -> None:
