@@ -114,3 +114,16 @@ def test_bearer_header_round_trip():
     assert protocol.bearer(None) == {}
     assert protocol.token_from_header("Basic abc") is None
     assert protocol.token_from_header("Bearer ") is None
+
+
+def test_optional_fields_decode_after_typings_caches_were_cleared():
+    # Another library clearing typing's caches makes Optional[int] a new
+    # object; the field check must not depend on object identity.
+    import typing
+
+    for clear in typing._cleanups:
+        clear()
+    for message in (protocol.Ended("the handler returned", exit_code=0), protocol.Ended("no code")):
+        assert protocol.decode(protocol.encode(message)) == message
+    with pytest.raises(ProtocolError, match="must be an integer"):
+        protocol.decode('{"type": "ended", "message": "m", "exit_code": "3"}')

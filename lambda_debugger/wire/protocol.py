@@ -279,9 +279,11 @@ def decode(text: Union[str, bytes]) -> Message:
             continue
         value = data[field.name]
         expected = field.type
-        if expected is Optional[int] and value is None:
+        # Compared by equality: typing may build Optional[int] anew once its
+        # caches are cleared, and then it is no longer the same object.
+        if expected == Optional[int] and value is None:
             pass
-        elif expected in (int, Optional[int]) and (isinstance(value, bool) or not isinstance(value, int)):
+        elif (expected is int or expected == Optional[int]) and (isinstance(value, bool) or not isinstance(value, int)):
             raise ProtocolError("%s.%s must be an integer" % (cls.type, field.name))
         if expected is str and not isinstance(value, str):
             raise ProtocolError("%s.%s must be a string" % (cls.type, field.name))
