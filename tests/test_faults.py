@@ -50,6 +50,21 @@ def test_broker_killed_while_waiting(own_broker, make_function):
     assert function.logs().count("running normally") == 1  # one line, no retry loop
 
 
+def test_a_broker_that_freezes_while_an_invocation_waits_is_given_up(own_broker, make_function):
+    # A frozen broker keeps the connection open but answers nothing, pings
+    # included: the wait ends two keepalive intervals later, not at its budget.
+    broker = own_broker()
+    function = make_function(broker=broker, env={"DEBUGGER_WAIT_MAX": "25000"})
+    future = function.invoke_async()
+    broker.wait_for_state("waiting")
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    result = future.result(timeout=30)
+    assert 9.0 < time.monotonic() - frozen < 13.0
+    assert result.ok and json.loads(result.payload)["total"] == 6
+    assert "the broker went silent while waiting; running normally" in function.logs()
+
+
 def test_broker_killed_while_stopped_at_a_breakpoint(own_broker, stopped_session):
     broker = own_broker()
     function, bridge, future = stopped_session(broker)
