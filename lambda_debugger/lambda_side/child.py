@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 from lambda_debugger.lambda_side import versions
 from lambda_debugger.lambda_side.pipe import PipeMessage
 
-log = logging.getLogger("lambda_debugger.lambda_side.child")
+log = logging.getLogger("lambda_debugger.child")
 
 Frame = Tuple[str, Optional[int], str, Optional[str]]
 

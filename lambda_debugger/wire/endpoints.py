@@ -19,7 +19,7 @@ from typing import Callable, Deque, List, Optional
 
 from lambda_debugger.wire import protocol, wsframes
 
-log = logging.getLogger("lambda_debugger.wire.relay")
+log = logging.getLogger("lambda_debugger.relay")
 
 CHUNK_BYTES = 512 * 1024
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Deque, Optional, Sequence
 
-log = logging.getLogger("lambda_debugger.wire.relay")
+log = logging.getLogger("lambda_debugger.relay")
 
 #: Why :meth:`Pump.run` returned.
 CLOSED = "closed"  # an endpoint reached EOF or failed
