@@ -52,7 +52,7 @@ def test_of_a_large_message_the_reader_keeps_only_its_head():
     assert not reader.at_boundary
     (head,) = reader.feed(data[100:])
     assert head == {"type": "response", "request_seq": 3, "command": "evaluate", "seq": 7}
-    assert len(reader._body) == 0  # nothing of it kept
+    assert not reader._splitter._buffer  # nothing of it kept
 
 
 def test_a_stream_that_is_not_dap_breaks_the_reader():

@@ -28,6 +28,7 @@ from lambda_debugger.wire.endpoints import (
     open_websocket,
 )
 from lambda_debugger.wire.pairing import Waited
+from lambda_debugger.wire.prefetch import StopAnswers, options_request
 
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
 MAX_EARLY_BYTES = 1024 * 1024
@@ -89,29 +90,50 @@ def parse_listen(text: str) -> Tuple[str, int]:
 class IdeEndpoint(SocketEndpoint):
     """The IDE's connection, following the DAP conversation both ways.
     Messages of the bridge's own go out only between two of the adapter's
-    messages."""
+    messages. With ``prefetch``, the IDE's requests that a stop's context
+    answers are answered here, and contexts are kept from the IDE.
 
-    def __init__(self, sock: socket.socket):
+    Attributes:
+        stops: the current stop's context, or None without prefetch.
+    """
+
+    def __init__(self, sock: socket.socket, *, prefetch: bool = True):
         super().__init__(sock, "ide")
         self.dap = dap.Conversation()
+        self.stops: Optional[StopAnswers] = StopAnswers() if prefetch else None
         self._pending: List[bytes] = []
+        self._dropping = False  # the adapter's message being relayed is not for the IDE
 
     def read(self) -> Optional[bytes]:
         data = super().read()
-        if data:
-            self.dap.ide_sent(data)
-        return data
+        if not data:
+            return data
+        forward = []
+        for chunk in self.dap.ide_chunks(data):
+            if chunk.first and self.stops is not None and chunk.head.get("type") == "request":
+                response = self.stops.answer(chunk.head) if chunk.last else None
+                if response is not None:
+                    self.inject(self.dap.respond(response))
+                    continue
+                self.stops.on_request(chunk.head)
+            forward.append(chunk.data)
+        return b"".join(forward)
 
     def frame(self, data: bytes):
-        self.dap.adapter_sent(data)
-        return (data,)
+        out = []
+        for chunk in self.dap.adapter_chunks(data):
+            if chunk.first:
+                self._dropping = self.stops is not None and self.stops.on_adapter_message(chunk.head, whole=chunk.last)
+            if not self._dropping:
+                out.append(chunk.data)
+        return out
 
     def inject(self, message: bytes) -> None:
         """Queue a framed DAP message for the next boundary in the stream."""
         self._pending.append(message)
 
     def take_outgoing(self) -> bytes:
-        if not self._pending or not self.dap.from_adapter.at_boundary:
+        if not self._pending or not self.dap.may_insert:
             return b""
         data = b"".join(self._pending)
         self._pending.clear()
@@ -141,6 +163,7 @@ class AttachBridge:
         sslopt: Optional[dict] = None,
         warn_at: Tuple[int, ...] = WARN_AT_S,
         first_message_s: float = FIRST_MESSAGE_S,
+        prefetch: bool = True,
     ):
         if not protocol.valid_function_id(function_id):
             raise BridgeError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
@@ -153,6 +176,7 @@ class AttachBridge:
         self.sslopt = sslopt
         self.warn_at = tuple(sorted(warn_at, reverse=True))
         self.first_message_s = first_message_s
+        self.prefetch = prefetch
         self.sessions = 0
         self.paired: Optional[protocol.Paired] = None
         self.broker_problem: Optional[str] = None
@@ -303,7 +327,7 @@ class AttachBridge:
         """
         where = " from %s:%d" % peer[:2] if peer else ""
         ide.settimeout(30)
-        ide_end = IdeEndpoint(ide)
+        ide_end = IdeEndpoint(ide, prefetch=self.prefetch)
         early = self._first_message(ide_end, where, stop)
         if early is None:
             return False
@@ -476,6 +500,9 @@ class AttachBridge:
         last_report = time.monotonic()
         # Warnings already due at pairing would only be noise.
         warnings = [t for t in self.warn_at if deadline_ms / 1000.0 - time.time() > t]
+        if self.prefetch:
+            # Before anything of the IDE's: the Lambda side reads it first.
+            pump.enqueue(broker, options_request(ide.dap.next_seq()))
         if early:
             pump.enqueue(broker, early)
         while True:
@@ -536,7 +563,7 @@ class AttachBridge:
         try:
             if pump is not None and not pump.flush(ide, timeout=1.0):
                 return  # the IDE is not reading: nothing more can reach it
-            if not ide.dap.from_adapter.at_boundary:
+            if not ide.dap.may_insert:
                 return  # the adapter's stream broke off inside a message
             ide.sock.settimeout(LINGER_S)
             ide.sock.sendall(ide.dap.ending(why, exit_code))

@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     attach.add_argument("--once", action="store_true", help="exit after one debug session")
     attach.add_argument(
+        "--no-prefetch",
+        dest="prefetch",
+        action="store_false",
+        help="do not have the function send each stop's threads, stack and locals along with the stop"
+        " (for diagnosis: every question of the IDE then crosses the network)",
+    )
+    attach.add_argument(
         "--warn-at",
         default="60,30,10",
         metavar="S[,S...]",
@@ -176,6 +183,7 @@ def _attach(args) -> int:
             listen=parse_listen(args.listen),
             sslopt={"ca_certs": ca_file} if ca_file else None,
             warn_at=_warn_at(args.warn_at),
+            prefetch=args.prefetch,
         )
     except (BridgeError, ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)

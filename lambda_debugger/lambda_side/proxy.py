@@ -22,12 +22,12 @@ from lambda_debugger.lambda_side import child, errors, versions
 from lambda_debugger.lambda_side.budget import WaitBudget
 from lambda_debugger.lambda_side.child_process import ChildProcess
 from lambda_debugger.lambda_side.config import LambdaConfig
+from lambda_debugger.lambda_side.debugpy_endpoint import DebugpyEndpoint
 from lambda_debugger.lambda_side.handshake import Handshake, broker_breaker
 from lambda_debugger.lambda_side.pipe import PipeMessage
 from lambda_debugger.wire import dap, protocol, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
-    SocketEndpoint,
     WebSocketEndpoint,
     describe_close,
     describe_error,
@@ -129,7 +129,7 @@ class DebugSession:
         self.outcome: Optional[Outcome] = None
         self.child: Optional[ChildProcess] = None
         self.broker: Optional[WebSocketEndpoint] = None
-        self.debugpy: Optional[SocketEndpoint] = None
+        self.debugpy: Optional[DebugpyEndpoint] = None
         self.debugpy_port = 0
         self.pump: Optional[relay.Pump] = None
 
@@ -204,7 +204,7 @@ class DebugSession:
             self._give_up("cannot reach the child's debugpy (%s)" % exc)
             return False
         sock.settimeout(IO_TIMEOUT_S)
-        self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
+        self.debugpy = DebugpyEndpoint(sock)
         self.broker.settimeout(IO_TIMEOUT_S)
         return True
 
@@ -335,7 +335,7 @@ class DebugSession:
                 "cannot reach the child's debugpy again (%s)" % exc, reason="debugpy unreachable"
             )
         sock.settimeout(IO_TIMEOUT_S)
-        self.debugpy = SocketEndpoint(sock, "debugpy", quick_ack=True)
+        self.debugpy = DebugpyEndpoint(sock)
         self.pump = relay.Pump(self.broker, self.debugpy)
         log.info(
             "%r: debugger %d attached (%.1f s left); the handler stops at its next breakpoint",

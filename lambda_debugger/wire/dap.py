@@ -22,6 +22,7 @@ import json
 import re
 import socket
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Set
 
 #: DAP sequence numbers of our own messages, far from any IDE's or adapter's.
@@ -44,87 +45,177 @@ def encode(message: dict) -> bytes:
     return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
-class MessageReader:
-    """Follows DAP framing (``Content-Length`` header, blank line, body)
-    over a byte stream fed in arbitrary pieces, and returns each whole
-    message as a dict (of a large one, just its head fields).
+@dataclass
+class Chunk:
+    """A piece of a DAP stream cut at message boundaries.
 
-    ``at_boundary`` says whether the bytes fed so far end with a whole
-    message: only then may another message be put into the stream.
+    Attributes:
+        data: the wire bytes (the first chunk of a message starts with its
+            header).
+        head: the message as a dict when it is small enough to be parsed
+            whole, else the head fields of its body; ``{}`` when unknown.
+            The same object for every chunk of one message.
+        first / last: whether the chunk starts / ends its message. A small
+            message is one chunk.
+    """
+
+    data: bytes
+    head: dict
+    first: bool = True
+    last: bool = True
+
+
+class MessageSplitter:
+    """Cuts a DAP byte stream, fed in arbitrary pieces, into chunks at
+    message boundaries, so that a relay can forward, hold, drop or answer
+    whole messages. A message up to :data:`PARSE_WHOLE_BYTES` comes out as
+    one chunk once whole; a larger one (a big evaluate result) streams
+    through: one chunk once its head is in, then one per piece fed.
+
+    A stream that is not DAP as expected sets ``broken``; from then on its
+    bytes come out unparsed, and nothing may be put into it.
     """
 
     MAX_HEADER_BYTES = 8 * 1024
 
     def __init__(self) -> None:
-        self._header = bytearray()
-        self._body = bytearray()
-        self._body_left = 0
-        self._keep = 0  # bytes of the current body kept for parsing
-        self._whole = False  # whether the kept bytes are the whole body
-        #: Set when the stream is not DAP as expected; nothing is injected then.
+        self._buffer = bytearray()  # the current message's bytes not yet emitted
+        self._header_bytes = 0  # of the buffer, the header's; 0 while reading it
+        self._body_left = 0  # body bytes not yet taken in
+        self._whole = True  # whether the current message is parsed whole
+        self._head: Optional[dict] = None  # set once the first chunk of a large one is out
         self.broken = False
 
     @property
     def at_boundary(self) -> bool:
-        return not self.broken and not self._header and not self._body_left
+        """Whether the bytes fed so far end with a whole message."""
+        return not self.broken and not self._buffer and self._head is None
 
-    def feed(self, data) -> List[dict]:
-        """Take the next bytes of the stream; return the messages they complete."""
-        messages = []
+    @property
+    def inside_message(self) -> bool:
+        """Whether the chunks emitted so far end inside a message (or the
+        stream broke): nothing may be put between them and the next one."""
+        return self.broken or self._head is not None
+
+    def feed(self, data) -> List[Chunk]:
+        """Take the next bytes of the stream; return the chunks they complete."""
+        chunks: List[Chunk] = []
         view = memoryview(data)
-        while view and not self.broken:
-            if self._body_left:
+        while view:
+            if self.broken:
+                chunks.append(Chunk(bytes(view), {}))
+                break
+            if not self._header_bytes:
+                view = self._take_header(view, chunks)
+            elif self._head is not None:  # the rest of a large message streams through
                 step = min(self._body_left, len(view))
-                room = self._keep - len(self._body)
-                if room > 0:
-                    self._body += view[: min(room, step)]
                 self._body_left -= step
+                chunks.append(Chunk(bytes(view[:step]), self._head, first=False, last=not self._body_left))
                 view = view[step:]
                 if not self._body_left:
-                    messages.append(self._message())
-                continue
-            end = bytes(self._header[-3:] + view[:4096]).find(b"\r\n\r\n")
-            if end < 0:
-                take = min(len(view), 4096)
-                self._header += view[:take]
-                view = view[take:]
-                if len(self._header) > self.MAX_HEADER_BYTES:
-                    self.broken = True
-                continue
-            used = end + 4 - min(3, len(self._header))
-            self._header += view[:used]
-            view = view[used:]
-            self._body_left = self._content_length(bytes(self._header))
-            self._header.clear()
-            self._whole = self._body_left <= PARSE_WHOLE_BYTES
-            self._keep = self._body_left if self._whole else HEAD_BYTES
-            if not self._body_left and not self.broken:
-                messages.append(self._message())
-        return messages
+                    self._head = None
+                    self._header_bytes = 0
+            else:
+                kept = len(self._buffer) - self._header_bytes
+                want = self._body_left if self._whole else HEAD_BYTES - kept
+                step = min(want, len(view))
+                self._buffer += view[:step]
+                self._body_left -= step
+                view = view[step:]
+                if step == want:
+                    self._emit_first(chunks)
+        return chunks
 
-    def _content_length(self, header: bytes) -> int:
+    def _take_header(self, view: memoryview, chunks: List[Chunk]) -> memoryview:
+        tail = len(self._buffer[-3:])
+        end = bytes(self._buffer[-3:] + view[:4096]).find(b"\r\n\r\n")
+        if end < 0:
+            take = min(len(view), 4096)
+            self._buffer += view[:take]
+            if len(self._buffer) > self.MAX_HEADER_BYTES:
+                self._break(chunks)
+            return view[take:]
+        used = end + 4 - tail
+        self._buffer += view[:used]
+        length = self._content_length(bytes(self._buffer))
+        if length is None:
+            self._break(chunks)
+            return view[used:]
+        self._header_bytes = len(self._buffer)
+        self._body_left = length
+        self._whole = length <= PARSE_WHOLE_BYTES
+        if not length:
+            self._emit_first(chunks)
+        return view[used:]
+
+    def _emit_first(self, chunks: List[Chunk]) -> None:
+        body = bytes(self._buffer[self._header_bytes :])
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if self._whole:
+            chunks.append(Chunk(data, _parse(body)))
+            self._header_bytes = 0
+        else:
+            self._head = _parse_head(body)
+            chunks.append(Chunk(data, self._head, last=False))
+
+    def _break(self, chunks: List[Chunk]) -> None:
+        self.broken = True
+        chunks.append(Chunk(bytes(self._buffer), {}))
+        self._buffer.clear()
+
+    @staticmethod
+    def _content_length(header: bytes) -> Optional[int]:
         for line in header.split(b"\r\n"):
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length" and value.strip().isdigit():
                 return int(value)
-        self.broken = True
-        return 0
+        return None
 
-    def _message(self) -> dict:
-        body, self._body = bytes(self._body), bytearray()
-        if self._whole:
-            try:
-                message = json.loads(body)
-            except ValueError:
-                return {}
-            return message if isinstance(message, dict) else {}
-        head: dict = {}
-        for match in _HEAD_FIELD.finditer(body):
-            if match.group(1):
-                head.setdefault(match.group(1).decode(), match.group(2).decode())
-            else:
-                head.setdefault(match.group(3).decode(), int(match.group(4)))
-        return head
+
+def _parse(body: bytes) -> dict:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
+def _parse_head(body: bytes) -> dict:
+    head: dict = {}
+    for match in _HEAD_FIELD.finditer(body):
+        if match.group(1):
+            head.setdefault(match.group(1).decode(), match.group(2).decode())
+        else:
+            head.setdefault(match.group(3).decode(), int(match.group(4)))
+    return head
+
+
+class MessageReader:
+    """Follows DAP framing over a byte stream fed in arbitrary pieces, and
+    returns each whole message as a dict (of a large one, just its head
+    fields); for a stream that is only watched, not cut.
+
+    ``at_boundary`` says whether the bytes fed so far end with a whole
+    message: only then may another message be put into the stream.
+    """
+
+    MAX_HEADER_BYTES = MessageSplitter.MAX_HEADER_BYTES
+
+    def __init__(self) -> None:
+        self._splitter = MessageSplitter()
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._splitter.at_boundary
+
+    @property
+    def broken(self) -> bool:
+        return self._splitter.broken
+
+    def feed(self, data) -> List[dict]:
+        """Take the next bytes of the stream; return the messages they complete."""
+        return [chunk.head for chunk in self._splitter.feed(data) if chunk.last and not self.broken]
 
 
 class Conversation:
@@ -139,31 +230,61 @@ class Conversation:
     """
 
     def __init__(self) -> None:
-        self.from_ide = MessageReader()
-        self.from_adapter = MessageReader()
+        self.from_ide = MessageSplitter()
+        self.from_adapter = MessageSplitter()
         self.pending: Dict[int, str] = {}
         self.messages_from_ide = 0
         self._adapter_events: Set[str] = set()  # session-end events the adapter sent itself
         self._seq = itertools.count(OWN_SEQ)
 
+    def next_seq(self) -> int:
+        """A sequence number for a message of the bridge's own."""
+        return next(self._seq)
+
+    def ide_chunks(self, data) -> List[Chunk]:
+        """Bytes from the IDE, cut into chunks at message boundaries."""
+        chunks = self.from_ide.feed(data)
+        for chunk in chunks:
+            if chunk.last and not self.from_ide.broken:
+                self.messages_from_ide += 1
+                if chunk.head.get("type") == "request" and isinstance(chunk.head.get("seq"), int):
+                    self.pending[chunk.head["seq"]] = str(chunk.head.get("command", ""))
+        return chunks
+
     def ide_sent(self, data) -> List[dict]:
         """Bytes from the IDE; returns the requests they complete."""
-        messages = self.from_ide.feed(data)
-        self.messages_from_ide += len(messages)
-        requests = [m for m in messages if m.get("type") == "request"]
-        for request in requests:
-            if isinstance(request.get("seq"), int):
-                self.pending[request["seq"]] = str(request.get("command", ""))
-        return requests
+        return [c.head for c in self.ide_chunks(data) if c.last and c.head.get("type") == "request"]
+
+    def adapter_chunks(self, data) -> List[Chunk]:
+        """Bytes from the debug adapter, on their way to the IDE, cut into
+        chunks at message boundaries."""
+        chunks = self.from_adapter.feed(data)
+        for chunk in chunks:
+            if not chunk.first:
+                continue
+            head = chunk.head
+            kind = head.get("type")
+            if kind == "response" and isinstance(head.get("request_seq"), int):
+                self.pending.pop(head["request_seq"], None)
+            elif kind == "event" and head.get("event") in ("exited", "terminated"):
+                self._adapter_events.add(head["event"])
+        return chunks
 
     def adapter_sent(self, data) -> None:
         """Bytes from the debug adapter, on their way to the IDE."""
-        for message in self.from_adapter.feed(data):
-            kind = message.get("type")
-            if kind == "response" and isinstance(message.get("request_seq"), int):
-                self.pending.pop(message["request_seq"], None)
-            elif kind == "event" and message.get("event") in ("exited", "terminated"):
-                self._adapter_events.add(message["event"])
+        self.adapter_chunks(data)
+
+    @property
+    def may_insert(self) -> bool:
+        """Whether a message of the bridge's own may go to the IDE now:
+        what went to it so far ends with a whole message."""
+        return not self.from_adapter.inside_message
+
+    def respond(self, response: dict) -> bytes:
+        """``response`` (to one of the IDE's requests, made by the bridge)
+        framed, with a sequence number of the bridge's own."""
+        self.pending.pop(response.get("request_seq"), None)
+        return encode(dict(response, seq=next(self._seq)))
 
     def output(self, text: str, category: str = "console") -> bytes:
         """An ``output`` event of the bridge's own, framed."""

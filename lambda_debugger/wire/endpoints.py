@@ -173,6 +173,9 @@ class SocketEndpoint:
     def control_waiting(self) -> bool:
         return False
 
+    def due(self) -> Optional[float]:
+        return None
+
     def take_outgoing(self) -> bytes:
         return b""
 
@@ -318,6 +321,9 @@ class WebSocketEndpoint:
 
     def frame(self, data: bytes):
         return wsframes.encode_parts(wsframes.OP_BINARY, data)
+
+    def due(self) -> Optional[float]:
+        return None
 
     def take_outgoing(self) -> bytes:
         data, self._outgoing = self._outgoing, b""

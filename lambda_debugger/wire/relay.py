@@ -11,6 +11,8 @@ are thin adapters (see :mod:`lambda_debugger.wire.endpoints`) with this interfac
 * ``frame(data)``: the buffers of wire bytes that carry ``data`` (a
   WebSocket frame's header and payload, or ``data`` itself on plain TCP);
 * ``take_outgoing()``: wire bytes the endpoint itself must send (pongs);
+* ``due()``: when (``time.monotonic()``) it will have something to read
+  without its socket becoming readable, or None;
 * ``send(buffer)``: one non-blocking-ish write; returns bytes written.
 
 Writes never block the loop: each direction has a bounded queue of wire
@@ -123,9 +125,16 @@ class Pump:
                 if left <= 0 and not buffered:
                     return PumpResult(DEADLINE)
                 timeout = max(0, left) if timeout is None else 0
+            for endpoint in sources:
+                due = endpoint.due()
+                if due is not None:
+                    wait = max(0.0, due - time.monotonic())
+                    timeout = wait if timeout is None else min(timeout, wait)
             readable, writable, _ = select.select([*sources, *watch], targets, [], timeout)
             if not (readable or writable or buffered):
-                return PumpResult(DEADLINE)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return PumpResult(DEADLINE)
+                buffered = [e for e in sources if e.has_buffered()]  # an endpoint came due
             if any(w in readable for w in watch):
                 return PumpResult(WATCH)
             for target in writable:
