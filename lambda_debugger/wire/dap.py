@@ -283,7 +283,7 @@ class Conversation:
     def respond(self, response: dict) -> bytes:
         """``response`` (to one of the IDE's requests, made by the bridge)
         framed, with a sequence number of the bridge's own."""
-        self.pending.pop(response.get("request_seq"), None)
+        self.pending.pop(response["request_seq"], None)
         return encode(dict(response, seq=next(self._seq)))
 
     def output(self, text: str, category: str = "console") -> bytes:
