@@ -227,6 +227,11 @@ class DapClient:
             raise DapError(response.get("command"), response.get("message", "failed"), response)
         return response.get("body") or {}
 
+    def exchange(self, command, arguments=None, timeout=10.0):
+        """Send a request and return its whole response message, failed or not."""
+        seq = self.send_request(command, arguments)
+        return self._wait_for(lambda: self._responses.pop(seq, None), timeout, f"response to #{seq}")
+
     def request(self, command, arguments=None, timeout=10.0):
         """Send a request and return the body of its successful response."""
         return self.wait_response(self.send_request(command, arguments), timeout)
