@@ -116,3 +116,34 @@ def test_answers_are_framed_json():
     header, _, body = data.partition(b"\r\n\r\n")
     assert header == b"Content-Length: %d" % len(body)
     assert json.loads(body)["success"] is True
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 10, 300, dap.HEAD_BYTES, dap.PARSE_WHOLE_BYTES + 5]), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=1, max_value=70000), min_size=1, max_size=30),
+)
+def test_the_splitter_cuts_at_message_boundaries_and_loses_no_byte(sizes, cuts):
+    messages = [response(i, i, "evaluate", body={"result": "x" * size}) for i, size in enumerate(sizes)]
+    stream = b"".join(encode_message(m) for m in messages)
+    splitter, chunks, position, step = dap.MessageSplitter(), [], 0, 0
+    while position < len(stream):
+        piece = stream[position : position + cuts[step % len(cuts)]]
+        position, step = position + len(piece), step + 1
+        chunks += splitter.feed(piece)
+    assert b"".join(c.data for c in chunks) == stream and splitter.at_boundary
+    starts = [c for c in chunks if c.first]
+    assert [c.head["request_seq"] for c in starts] == [m["request_seq"] for m in messages]
+    for chunk, message, size in zip(starts, messages, sizes, strict=True):
+        assert chunk.data.startswith(b"Content-Length: ")
+        if size <= dap.PARSE_WHOLE_BYTES - 200:
+            assert chunk.last and chunk.head == message  # one chunk, parsed whole
+
+
+def test_bytes_that_are_not_dap_pass_through_the_splitter_at_once():
+    splitter = dap.MessageSplitter()
+    (chunk,) = splitter.feed(b"to-debugpy")
+    assert chunk.data == b"to-debugpy" and splitter.broken and splitter.inside_message
+    assert [c.data for c in splitter.feed(b"more")] == [b"more"]
+    partial = dap.MessageSplitter()
+    assert partial.feed(b"Content-Len") == [] and not partial.broken  # a header on its way

@@ -132,7 +132,7 @@ class MessageSplitter:
         if end < 0:
             take = min(len(view), 4096)
             self._buffer += view[:take]
-            if len(self._buffer) > self.MAX_HEADER_BYTES:
+            if len(self._buffer) > self.MAX_HEADER_BYTES or not _header_start(self._buffer):
                 self._break(chunks)
             return view[take:]
         used = end + 4 - tail
@@ -171,6 +171,14 @@ class MessageSplitter:
             if name.strip().lower() == b"content-length" and value.strip().isdigit():
                 return int(value)
         return None
+
+
+def _header_start(header: bytearray) -> bool:
+    """Whether ``header`` can begin a DAP header: its first field is
+    ``Content-Length`` (or ``Content-Type``), so that bytes that are not DAP
+    are found out at once rather than held while waiting for a blank line."""
+    first = bytes(header[:16]).split(b"\r", 1)[0].lower()
+    return any(name.startswith(first[: len(name)]) for name in (b"content-length:", b"content-type:"))
 
 
 def _parse(body: bytes) -> dict:
