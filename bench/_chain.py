@@ -52,10 +52,12 @@ class Chain:
         self.broker.stop()
         self.devnull.close()
 
-    def session(self, event=None):
+    def session(self, event=None, bridge_args=()):
         """Start an invocation and a bridge; return (port, finish) where
         finish() waits for the invocation and returns its result."""
-        bridge = BridgeProcess(self.broker, os.path.join(self.root, "bridge.log"), function_id="bench")
+        bridge = BridgeProcess(
+            self.broker, os.path.join(self.root, "bridge.log"), function_id="bench", extra_args=bridge_args
+        )
         wait_until(lambda: "listening for the IDE" in bridge.output(), 10, "the bridge")
         result = {}
         invoking = threading.Thread(

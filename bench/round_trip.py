@@ -4,7 +4,10 @@ Stopped at a breakpoint, sends ``--requests`` stackTrace requests one after
 the other (p50/p99 per request), then evaluates a 5 MB string
 (``clipboard`` context, so debugpy returns all of it) ``--large`` times.
 The chain is IDE -> bridge -> broker -> proxy -> child; the baseline is the
-same client straight to ``debugpy.listen`` in a local process.
+same client straight to ``debugpy.listen`` in a local process. The bridge runs
+with ``--no-prefetch``: with prefetch, the repeated stackTrace would be
+answered by the bridge itself, and this measures the relay (``bench/wan.py``
+measures prefetch).
 
     python bench/round_trip.py [--requests 200] [--large 5]
 """
@@ -62,7 +65,7 @@ def main():
     base_rt, base_big, base_sizes = baselines[True]
     adapter_rt, adapter_big, _ = baselines[False]
     with Chain(SOURCE + "\nimport lambda_debugger\n") as chain:
-        port, finish = chain.session()
+        port, finish = chain.session(bridge_args=["--no-prefetch"])
         client, thread_id, frame_id, _ = stopped_client(port, chain.path, break_line(SOURCE))
         chain_rt, chain_big, chain_sizes = measure(client, thread_id, frame_id, args.requests, args.large)
         finish()

@@ -26,8 +26,8 @@ class DebugpyEndpoint(SocketEndpoint):
         self.collector = prefetch.StopCollector()
         self._to_debugpy = dap.MessageSplitter()
         self._from_debugpy = dap.MessageSplitter()
-        self._ready = bytearray()  # for the broker, to hand out on the next read
-        self._held = bytearray()  # behind a stop whose context is being collected
+        self._ready: List[bytes] = []  # for the broker, to hand out on the next read
+        self._held: List[bytes] = []  # behind a stop whose context is being collected
         self._dropping = False  # the message being read answers the collector
         self._eof = False
         self.stops_collected = 0
@@ -50,7 +50,7 @@ class DebugpyEndpoint(SocketEndpoint):
         if self.collector.holding and (self._eof or self.collector.done(time.monotonic())):
             self._release()
         if self._ready:
-            out = bytes(self._ready)
+            out = b"".join(self._ready)
             self._ready.clear()
             return out
         return None if self._eof else b""
@@ -64,13 +64,15 @@ class DebugpyEndpoint(SocketEndpoint):
                 self.collector.on_debugpy_message(chunk.head, now, whole=chunk.last)
                 self._dropping = self.collector.owns(chunk.head)
             if not self._dropping:
-                (self._held if self.collector.holding else self._ready).extend(chunk.data)
+                (self._held if self.collector.holding else self._ready).append(chunk.data)
 
     def _release(self) -> None:
         context = self.collector.finish()
         if context:
             self.stops_collected += 1
-        self._ready += context + self._held
+        if context:
+            self._ready.append(context)
+        self._ready += self._held
         self._held.clear()
 
     def _give_up_prefetch(self, why: str) -> None:

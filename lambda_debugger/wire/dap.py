@@ -101,6 +101,7 @@ class MessageSplitter:
         """Take the next bytes of the stream; return the chunks they complete."""
         chunks: List[Chunk] = []
         view = memoryview(data)
+        whole = data if isinstance(data, bytes) else None  # passed on uncopied where it can be
         while view:
             if self.broken:
                 chunks.append(Chunk(bytes(view), {}))
@@ -110,7 +111,8 @@ class MessageSplitter:
             elif self._head is not None:  # the rest of a large message streams through
                 step = min(self._body_left, len(view))
                 self._body_left -= step
-                chunks.append(Chunk(bytes(view[:step]), self._head, first=False, last=not self._body_left))
+                piece = whole if whole is not None and step == len(whole) else bytes(view[:step])
+                chunks.append(Chunk(piece, self._head, first=False, last=not self._body_left))
                 view = view[step:]
                 if not self._body_left:
                     self._head = None
