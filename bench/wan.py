@@ -21,7 +21,9 @@ Figures per variant and link, median of the samples:
 Variants, each run on the same link in the same run:
 
 * ``direct``: the client through the same delay straight to
-  ``debugpy.listen()`` (its adapter process), what an SSH tunnel gives;
+  ``debugpy.listen(in_process_debug_adapter=True)``, what an SSH tunnel to
+  the debuggee gives (``adapter``: the same with debugpy's separate adapter
+  process, which adds ~130 ms per stop on its own);
 * ``no-prefetch``: the chain with ``attach --no-prefetch``;
 * ``chain``: the chain as shipped.
 

@@ -335,6 +335,7 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
             "--ca-file",
             "ca.pem",
             "--once",
+            "--no-prefetch",
             "--print-vscode-config",
         ],
         cwd=str(tmp_path),
@@ -360,6 +361,7 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
         "--ca-file",
         str(ca_file),
         "--once",
+        "--no-prefetch",
     ]
     assert DEBUGGER_TOKEN not in run.stdout + run.stderr
     with_token = subprocess.run(

@@ -261,6 +261,7 @@ def _print_vscode_config(args) -> int:
         token_file=token_file,
         ca_file=os.path.abspath(ca_file) if ca_file else None,
         once=args.once,
+        prefetch=args.prefetch,
     )
     print(render(files), end="")
     # Guidance goes to stderr so that stdout stays one JSON document.

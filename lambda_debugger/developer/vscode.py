@@ -104,6 +104,7 @@ def tasks_config(
     token_file: Optional[str] = None,
     ca_file: Optional[str] = None,
     once: bool = False,
+    prefetch: bool = True,
 ) -> dict:
     """The content of ``.vscode/tasks.json``.
 
@@ -115,6 +116,7 @@ def tasks_config(
             token itself is never an argument here.
         once: start the bridge with ``--once`` (it exits after one session,
             and the next F5 starts it again).
+        prefetch: False starts the bridge with ``--no-prefetch``.
     """
     inputs = []
     if function_id is None:
@@ -149,6 +151,8 @@ def tasks_config(
         args += ["--ca-file", ca_file]
     if once:
         args.append("--once")
+    if not prefetch:
+        args.append("--no-prefetch")
     task = {
         "label": TASK_LABEL + (" (%s)" % function_id if function_id else ""),
         "type": "process",
@@ -181,12 +185,19 @@ def vscode_files(
     token_file: Optional[str] = None,
     ca_file: Optional[str] = None,
     once: bool = False,
+    prefetch: bool = True,
 ) -> Dict[str, dict]:
     """Both files, keyed by their path in the project."""
     return {
         ".vscode/launch.json": launch_config(function_id=function_id, listen=listen, remote_root=remote_root),
         ".vscode/tasks.json": tasks_config(
-            function_id=function_id, broker=broker, listen=listen, token_file=token_file, ca_file=ca_file, once=once
+            function_id=function_id,
+            broker=broker,
+            listen=listen,
+            token_file=token_file,
+            ca_file=ca_file,
+            once=once,
+            prefetch=prefetch,
         ),
     }
 
