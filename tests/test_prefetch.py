@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from lambda_debugger.lambda_side.debugpy_endpoint import DebugpyEndpoint
+from lambda_debugger.lambda_side.debugpy_endpoint import ONE_AT_A_TIME_S, DebugpyEndpoint, OneAtATime
 from lambda_debugger.wire import dap, prefetch
 from tests.support.dap_client import FrameParser, encode_message
 
@@ -327,3 +327,39 @@ def test_without_the_options_request_the_endpoint_relays_as_before():
     assert [m.get("event") for m in relay_from_debugpy(fake)] == ["stopped"]
     assert fake.endpoint.take_outgoing() == b""
     fake.close()
+
+
+def chunks_of(*messages):
+    return dap.MessageSplitter().feed(b"".join(encode_message(m) for m in messages))
+
+
+def test_requests_pydevd_runs_on_the_stopped_thread_go_one_at_a_time_in_stream_order():
+
+    guard = OneAtATime()
+    first, second = request(1, "evaluate", expression="a", context="watch"), request(2, "evaluate", expression="b")
+    sent = []
+    for chunk in chunks_of(first, second, request(3, "continue", threadId=1)):
+        sent += guard.add(chunk, 0.0)
+    assert FrameParser().feed(b"".join(sent)) == [first]  # the rest waits behind it
+    assert guard.due == 0.0 + ONE_AT_A_TIME_S
+    guard.answered(answer_to(request(9, "evaluate"), {}))  # not the one it runs
+    assert guard.release(0.1) == []
+    guard.answered(answer_to(first, {"result": "1"}))
+    assert FrameParser().feed(b"".join(guard.release(0.1))) == [second]  # and continue stays behind it
+    assert FrameParser().feed(b"".join(guard.release(0.1 + ONE_AT_A_TIME_S))) == [request(3, "continue", threadId=1)]
+    assert guard.due is None and not guard.sent_inside_message
+
+
+def test_a_large_request_streams_through_whole_and_other_requests_pass_at_once():
+
+    guard = OneAtATime()
+    big = request(1, "evaluate", expression="'%s'" % ("x" * (dap.PARSE_WHOLE_BYTES + 10)))
+    data = encode_message(big)
+    splitter, sent = dap.MessageSplitter(), []
+    for piece in (data[:5000], data[5000:]):
+        for chunk in splitter.feed(piece):
+            sent += guard.add(chunk, 0.0)
+            assert guard.sent_inside_message is not chunk.last
+    assert b"".join(sent) == data  # never held behind itself
+    for chunk in chunks_of(request(2, "threads"), request(3, "stackTrace", threadId=1)):
+        assert guard.add(chunk, 0.0) == [chunk.data]

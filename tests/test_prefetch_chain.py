@@ -246,3 +246,38 @@ def test_requests_sent_while_a_context_is_on_its_way_get_debugpys_answers(broker
     client.continue_(thread_id)
     assert result.result(timeout=30).ok
     client.close()
+
+
+def test_questions_asked_together_each_get_their_own_answer(broker, start_bridge, make_function):
+    function = make_function(broker=broker, source=SOURCE)
+    result = function.invoke_async({"rounds": 3})
+    bridge = start_bridge()
+    client, stopped = attach_stopped(bridge, function, break_line(function.path))
+    thread_id = stopped["threadId"]
+    for _ in range(3):
+        client.request("next", {"threadId": thread_id})
+        client.wait_stopped(timeout=30)
+        asked, responses = ide_reads(client, thread_id)
+        frame_id, locals_ref = asked[2][1]["frameId"], asked[3][1]["variablesReference"]
+        local = {v["name"]: v["value"] for v in responses[3]["body"]["variables"]}
+        # As VS Code does after a stop: watches, Locals and a hover, all at once.
+        expressions = ("total", "label", "total * 2", "len(squares)")
+        seqs = [
+            client.send_request("evaluate", {"expression": e, "frameId": frame_id, "context": "watch"})
+            for e in expressions
+        ]
+        seqs.append(client.send_request("variables", {"variablesReference": locals_ref, **FORCE}))
+        answers = [client.wait_response(seq, timeout=30) for seq in seqs]
+        assert [a["result"] for a in answers[:4]] == [
+            local["total"],
+            local["label"],
+            str(int(local["total"]) * 2),
+            str(local["squares"].count(",") + 1 if local["squares"] != "[]" else 0),
+        ]
+        assert {v["name"]: v["value"] for v in answers[4]["variables"]} == local
+    client.request(
+        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
+    )
+    client.continue_(thread_id)
+    assert result.result(timeout=30).ok
+    client.close()

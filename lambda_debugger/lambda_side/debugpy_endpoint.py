@@ -6,16 +6,72 @@ first message), when debugpy reports a stop, what it sends is held back while :c
 local latency, what the IDE is about to ask; the answers go to the bridge
 first, then the held messages, in their order. The collector's questions and
 their answers never reach the IDE.
+
+The requests that pydevd runs on the stopped thread go to it one at a time
+(:class:`OneAtATime`): pydevd takes them from a queue that the thread polls,
+and a second one queued with the first waits 0.2 s for the next poll. VS
+Code sends its watch expressions together, so each stop would pay that wait.
 """
 
 import logging
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from lambda_debugger.wire import dap, prefetch
 from lambda_debugger.wire.endpoints import SocketEndpoint
 
 log = logging.getLogger("lambda_debugger.relay")
+
+#: Requests pydevd runs on the stopped thread (``post_method_as_internal_command``).
+ON_STOPPED_THREAD = frozenset({"variables", "evaluate", "setVariable", "setExpression", "completions", "exceptionInfo"})
+
+#: How long requests wait behind one that debugpy has not answered; after
+#: that they go anyway (pydevd queues them as before).
+ONE_AT_A_TIME_S = 0.5
+
+
+class OneAtATime:
+    """Holds what goes to debugpy behind a request it runs on the stopped
+    thread, until debugpy answers that request (or :data:`ONE_AT_A_TIME_S`
+    passes). The order of the stream never changes."""
+
+    def __init__(self) -> None:
+        self._running: Optional[int] = None  # seq of the request debugpy runs
+        self._until = 0.0
+        self._held: List[Tuple[bytes, Optional[int], bool]] = []  # data, seq if one at a time, ends a message
+        #: Whether what went to debugpy so far ends inside a message.
+        self.sent_inside_message = False
+
+    def add(self, chunk: dap.Chunk, now: float) -> List[bytes]:
+        """A chunk on its way to debugpy; returns what may go now."""
+        head = chunk.head
+        seq = head.get("seq") if chunk.first and chunk.last and head.get("type") == "request" else None
+        if not isinstance(seq, int) or head.get("command") not in ON_STOPPED_THREAD:
+            seq = None
+        self._held.append((chunk.data, seq, chunk.last))
+        return self.release(now)
+
+    def answered(self, response: dict) -> None:
+        """A response from debugpy."""
+        if self._running is not None and response.get("request_seq") == self._running:
+            self._running = None
+
+    def release(self, now: float) -> List[bytes]:
+        """What may go to debugpy now."""
+        if self._running is not None and now >= self._until:
+            self._running = None  # not answered in time: stop holding for it
+        out = []
+        while self._held and self._running is None:
+            data, seq, last = self._held.pop(0)
+            out.append(data)
+            self.sent_inside_message = not last
+            if seq is not None:
+                self._running, self._until = seq, now + ONE_AT_A_TIME_S
+        return out
+
+    @property
+    def due(self) -> Optional[float]:
+        return self._until if self._running is not None and self._held else None
 
 
 class DebugpyEndpoint(SocketEndpoint):
@@ -24,6 +80,7 @@ class DebugpyEndpoint(SocketEndpoint):
     def __init__(self, sock) -> None:
         super().__init__(sock, "debugpy", quick_ack=True)
         self.collector = prefetch.StopCollector()
+        self.one_at_a_time = OneAtATime()
         self._to_debugpy = dap.MessageSplitter()
         self._from_debugpy = dap.MessageSplitter()
         self._ready: List[bytes] = []  # for the broker, to hand out on the next read
@@ -38,7 +95,8 @@ class DebugpyEndpoint(SocketEndpoint):
         return bool(self._ready) or self._eof or self.collector.done(time.monotonic()) or super().has_buffered()
 
     def due(self) -> Optional[float]:
-        return self.collector.due
+        times = [t for t in (self.collector.due, self.one_at_a_time.due) if t is not None]
+        return min(times) if times else None
 
     def read(self) -> Optional[bytes]:
         if not self._ready and not self._eof and not self.collector.done(time.monotonic()):
@@ -61,6 +119,7 @@ class DebugpyEndpoint(SocketEndpoint):
             if self._from_debugpy.broken:
                 self._give_up_prefetch("debugpy's stream is not DAP as expected")
             if chunk.first:
+                self.one_at_a_time.answered(chunk.head)
                 self.collector.on_debugpy_message(chunk.head, now, whole=chunk.last)
                 self._dropping = self.collector.owns(chunk.head)
             if not self._dropping:
@@ -85,21 +144,22 @@ class DebugpyEndpoint(SocketEndpoint):
     # Towards debugpy ------------------------------------------------------
 
     def frame(self, data: bytes):
-        chunks = self._to_debugpy.feed(data)
+        now = time.monotonic()
         out: List[bytes] = []
-        for chunk in chunks:
+        for chunk in self._to_debugpy.feed(data):
             head = chunk.head
             if chunk.first and head.get("type") == "request":
                 if head.get("command") == prefetch.OPTIONS_COMMAND and chunk.last:
                     self.collector.enabled = bool((head.get("arguments") or {}).get("prefetch"))
                     continue  # the bridge's, not debugpy's
                 self.collector.on_request(head)
-            out.append(chunk.data)
+            out += self.one_at_a_time.add(chunk, now)
         if self._to_debugpy.broken:
             self._give_up_prefetch("the debugger's stream is not DAP as expected")
         return out
 
     def take_outgoing(self) -> bytes:
-        if self._to_debugpy.inside_message:
-            return b""  # a question must not land inside the debugger's message
-        return b"".join(self.collector.take_requests())
+        out = self.one_at_a_time.release(time.monotonic())
+        if not self.one_at_a_time.sent_inside_message:  # a question must not land inside a message
+            out += self.collector.take_requests()
+        return b"".join(out)
