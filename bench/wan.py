@@ -27,7 +27,8 @@ Variants, each run on the same link in the same run:
 * ``no-prefetch``: the chain with ``attach --no-prefetch``;
 * ``chain``: the chain as shipped.
 
-    python bench/wan.py [--rtt 0,50,150] [--steps 15] [--continues 5] [--variants direct,no-prefetch,chain]
+    python bench/wan.py [--rtt 0,50,150] [--lambda-rtt 0] [--jitter-ms 0] [--mbit 0] [--steps 15]
+                        [--continues 5] [--large 3] [--ides vscode,nvim] [--variants direct,no-prefetch,chain]
 """
 
 import argparse
@@ -150,7 +151,7 @@ def measure(client, path, line, args):
 def run_direct(rtt_ms, args, in_process):
     direct = Direct(SOURCE, in_process=in_process)
     port, finish = direct.session()
-    proxy = DelayProxy(port, rtt_ms / 2.0)
+    proxy = DelayProxy(port, rtt_ms / 2.0, jitter_ms=args.jitter_ms, mbit=args.mbit)
     try:
         client = DapClient.connect("127.0.0.1", proxy.port, timeout=30)
         samples = measure(client, direct.path, break_line(SOURCE, direct.line_offset), args)
@@ -163,14 +164,16 @@ def run_direct(rtt_ms, args, in_process):
 class WanChain:
     """Broker, delay proxies and a warm Lambda runtime for one link."""
 
-    def __init__(self, rtt_ms, lambda_rtt_ms):
+    def __init__(self, rtt_ms, lambda_rtt_ms, args):
         self.root = tempfile.mkdtemp()
         self.path = os.path.join(self.root, "app.py")
         with open(self.path, "w") as f:
             f.write(SOURCE + "\nimport lambda_debugger\n")
         self.devnull = open(os.devnull, "w")
         self.broker = BrokerProcess(os.path.join(self.root, "broker.log"))
-        self.debugger_link = DelayProxy(self.broker.debugger_port, rtt_ms / 2.0)
+        self.debugger_link = DelayProxy(
+            self.broker.debugger_port, rtt_ms / 2.0, jitter_ms=args.jitter_ms, mbit=args.mbit
+        )
         self.lambda_link = DelayProxy(self.broker.lambda_port, lambda_rtt_ms / 2.0)
         self.function = LocalFunction(
             "app.handler",
@@ -220,6 +223,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rtt", default="0,50,150", help="round trips (ms) of the developer's link, comma-separated")
     parser.add_argument("--lambda-rtt", type=float, default=0.0, help="round trip (ms) between broker and Lambda")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra one-way delay, up to this")
+    parser.add_argument("--mbit", type=float, default=0.0, help="bandwidth cap of the developer's link (0: none)")
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--continues", type=int, default=5)
     parser.add_argument("--large", type=int, default=3)
@@ -234,7 +239,7 @@ def main():
             table[(rtt, "direct")] = run_direct(rtt, args, in_process=True)
         if "adapter" in variants:
             table[(rtt, "adapter")] = run_direct(rtt, args, in_process=False)
-        chain = WanChain(rtt, args.lambda_rtt)
+        chain = WanChain(rtt, args.lambda_rtt, args)
         try:
             for variant, bridge_args in (("no-prefetch", ["--no-prefetch"]), ("chain", [])):
                 if variant in variants:
@@ -243,8 +248,16 @@ def main():
             chain.close()
         print_rtt(rtt, variants, table)
     print(
-        "medians in ms; %d steps and %d continues per IDE, %d large results; broker <-> Lambda round trip %g ms"
-        % (args.steps, args.continues, args.large, args.lambda_rtt)
+        "medians in ms; %d steps and %d continues per IDE, %d large results; broker <-> Lambda round trip %g ms;"
+        " jitter %g ms, bandwidth cap %s"
+        % (
+            args.steps,
+            args.continues,
+            args.large,
+            args.lambda_rtt,
+            args.jitter_ms,
+            "%g Mbit/s" % args.mbit if args.mbit else "none",
+        )
     )
 
 
