@@ -87,7 +87,6 @@ class DebugpyEndpoint(SocketEndpoint):
         self._held: List[bytes] = []  # behind a stop whose context is being collected
         self._dropping = False  # the message being read answers the collector
         self._eof = False
-        self.stops_collected = 0
 
     # Towards the broker ---------------------------------------------------
 
@@ -127,8 +126,6 @@ class DebugpyEndpoint(SocketEndpoint):
 
     def _release(self) -> None:
         context = self.collector.finish()
-        if context:
-            self.stops_collected += 1
         if context:
             self._ready.append(context)
         self._ready += self._held
