@@ -92,16 +92,24 @@ class Direct:
         with open(self.path, "w") as f:
             f.write(prelude + source + "\nhandler({}, None)\n")
         self.line_offset = prelude.count("\n")
+        self.process = None
 
     def session(self):
         env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
         process = subprocess.Popen([sys.executable, self.path], stdout=subprocess.PIPE, text=True, env=env)
+        self.process = process
         port = int(process.stdout.readline())
 
         def finish():
             process.wait(60)
 
         return port, finish
+
+    def stop(self):
+        """End the script if it still runs (a bench that failed half-way)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
 
 def stopped_client(port, path, line):

@@ -159,6 +159,7 @@ def run_direct(rtt_ms, args, in_process):
         return samples
     finally:
         proxy.stop()
+        direct.stop()
 
 
 class WanChain:
