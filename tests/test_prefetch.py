@@ -362,3 +362,18 @@ def test_a_large_request_streams_through_whole_and_other_requests_pass_at_once()
     assert b"".join(sent) == data  # never held behind itself
     for chunk in chunks_of(request(2, "threads"), request(3, "stackTrace", threadId=1)):
         assert guard.add(chunk, 0.0) == [chunk.data]
+
+
+def test_a_continue_resumes_every_thread_unless_it_asks_for_one():
+    fake = FakeDebugpy()
+    sent = fake.endpoint.frame(
+        encode_message(request(1, "continue", threadId=2))
+        + encode_message(request(2, "continue", threadId=2, singleThread=True))
+        + encode_message(request(3, "next", threadId=2))
+    )
+    assert FrameParser().feed(b"".join(sent)) == [
+        request(1, "continue", threadId="*"),  # pydevd before 1.8.21 resumed thread 2 alone
+        request(2, "continue", threadId=2, singleThread=True),
+        request(3, "next", threadId=2),
+    ]
+    fake.close()

@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.chain]
 
 SOURCE = """\
 import threading
+import time
 
 
 def handler(event, context):
@@ -34,11 +35,15 @@ def raising(event, context):
 
 
 def threads(event, context):
-    results = {}
+    results, started, done = {}, [], []
 
     def work(name):
+        started.append(name)
+        while len(started) < 2 or (name == "b" and not done):  # user code: b stops with a
+            time.sleep(0.001)
         value = name * 2
         results[name] = value  # WORK
+        done.append(name)
 
     workers = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
     for worker in workers:
@@ -171,26 +176,37 @@ def test_an_exception_stop_ships_the_exception_too(broker, start_bridge, make_fu
     client.close()
 
 
-def test_each_thread_that_stops_gets_its_own_context(broker, start_bridge, make_function):
+def test_with_several_threads_stopped_the_context_answers_for_the_one_that_stopped(broker, start_bridge, make_function):
     function = make_function("app.threads", broker=broker, source=SOURCE)
     result = function.invoke_async({})
     bridge = start_bridge()
     client, stopped = attach_stopped(bridge, function, break_line(function.path, "# WORK"))
-    seen = set()
-    for _ in range(2):
-        thread_id = stopped["threadId"]
-        seen.add(thread_id)
-        asked, responses = ide_reads(client, thread_id)
-        check_against_debugpy(client, asked, responses)
-        names = {t["id"]: t["name"] for t in responses[0]["body"]["threads"]}
-        assert thread_id in names and len(names) >= 2
-        for other in set(names) - {thread_id}:  # not in the context: asked of debugpy
-            response = client.exchange("stackTrace", {"threadId": other, "startFrame": 0, "levels": 1})
-            assert response["seq"] < OWN_SEQ
-        client.continue_(thread_id)
-        if len(seen) < 2:
-            stopped = client.wait_stopped(timeout=30)
-    assert len(seen) == 2
+    assert stopped.get("allThreadsStopped")
+    thread_id = stopped["threadId"]
+    asked, responses = ide_reads(client, thread_id)
+    check_against_debugpy(client, asked, responses)
+    names = {t["id"]: t["name"] for t in responses[0]["body"]["threads"]}
+    assert thread_id in names and len(names) >= 3  # the handler's thread and both workers
+    spinning = []
+    for other in set(names) - {thread_id}:  # not in the context: asked of debugpy
+        frames = client.exchange("stackTrace", {"threadId": other, "startFrame": 0, "levels": 1})
+        assert frames["seq"] < OWN_SEQ and frames["success"]
+        top = frames["body"]["stackFrames"][0]
+        if top["name"] == "work":  # the other worker, stopped in its loop
+            spinning.append(other)
+            scopes = client.exchange("scopes", {"frameId": top["id"]})
+            assert scopes["seq"] < OWN_SEQ
+            ref = scopes["body"]["scopes"][0]["variablesReference"]
+            local = client.variables(ref)
+            assert local["name"]["value"] == "'b'" and "value" not in local
+    assert len(spinning) == 1
+    # The context stays the stopped thread's: asked again, it still answers.
+    again = client.exchange("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 1})
+    assert again["seq"] >= OWN_SEQ and again["body"] == responses[1]["body"]
+    client.request(
+        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
+    )
+    client.continue_(thread_id)  # resumes every thread, whatever the debugpy
     assert json.loads(result.result(timeout=30).payload) == {"a": "aa", "b": "bb"}
     client.close()
 
@@ -237,9 +253,9 @@ def test_requests_sent_while_a_context_is_on_its_way_get_debugpys_answers(broker
             early = [f.result(timeout=30) for f in early]
             asked, responses = ide_reads(client, thread_id)
             check_against_debugpy(client, asked, responses)
-            assert early[0]["body"] == responses[0]["body"]
-            if early[1]["success"]:  # debugpy refuses a running thread's stack
-                assert early[1]["body"] == responses[1]["body"]
+            for answer, later in zip(early, responses, strict=False):
+                if answer["seq"] >= OWN_SEQ:  # answered from the context: it must be the stop's
+                    assert answer["body"] == later["body"]
     client.request(
         "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
     )

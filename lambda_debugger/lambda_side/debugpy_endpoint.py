@@ -30,6 +30,25 @@ ON_STOPPED_THREAD = frozenset({"variables", "evaluate", "setVariable", "setExpre
 ONE_AT_A_TIME_S = 0.5
 
 
+def _resumes_one_thread(request: dict) -> bool:
+    """Whether ``request`` is a ``continue`` that pydevd before debugpy
+    1.8.21 would apply to the named thread alone, leaving the others that
+    the stop suspended suspended for good (debugpy's separate adapter, which
+    the chain does without, used to send ``*``). DAP resumes every thread
+    unless ``singleThread`` says otherwise; 1.8.21 and later do so too."""
+    arguments = request.get("arguments")
+    return (
+        request.get("command") == "continue"
+        and isinstance(arguments, dict)
+        and not arguments.get("singleThread")
+        and arguments.get("threadId") != "*"
+    )
+
+
+def _resuming_all(request: dict) -> bytes:
+    return dap.encode(dict(request, arguments=dict(request["arguments"], threadId="*")))
+
+
 class OneAtATime:
     """Holds what goes to debugpy behind a request it runs on the stopped
     thread, until debugpy answers that request (or :data:`ONE_AT_A_TIME_S`
@@ -150,6 +169,8 @@ class DebugpyEndpoint(SocketEndpoint):
                     self.collector.enabled = bool((head.get("arguments") or {}).get("prefetch"))
                     continue  # the bridge's, not debugpy's
                 self.collector.on_request(head)
+                if chunk.last and _resumes_one_thread(head):
+                    chunk = dap.Chunk(_resuming_all(head), head)
             out += self.one_at_a_time.add(chunk, now)
         if self._to_debugpy.broken:
             self._give_up_prefetch("the debugger's stream is not DAP as expected")
