@@ -377,3 +377,132 @@ def test_a_continue_resumes_every_thread_unless_it_asks_for_one():
         request(3, "next", threadId=2),
     ]
     fake.close()
+
+
+def vscode_style(message):
+    """As VS Code writes a request: ``type`` and ``seq`` after the arguments."""
+    ordered = {k: v for k, v in message.items() if k not in ("type", "seq")}
+    ordered.update(type=message["type"], seq=message["seq"])
+    return encode_message(ordered)
+
+
+def ide_pair(prefetch=True):
+    """An IdeEndpoint over loopback TCP, and the IDE's end of it."""
+    from lambda_debugger.developer.bridge import IdeEndpoint
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ide_side = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    return IdeEndpoint(ours, prefetch=prefetch), ide_side
+
+
+def test_a_request_too_large_to_read_drops_the_context_and_is_still_answered_on_end():
+    endpoint, ide = ide_pair()
+    endpoint.frame(encode_message(collected_context()) + encode_message(stopped()))
+    huge = request(40, "evaluate", expression="x = 2  # " + "y" * dap.PARSE_WHOLE_BYTES, frameId=11, context="repl")
+    ide.sendall(vscode_style(huge))
+    forwarded = b""
+    while len(forwarded) < len(vscode_style(huge)):
+        forwarded += endpoint.read()
+    assert forwarded == vscode_style(huge)  # passed on unchanged
+    ide.sendall(encode_message(request(41, "variables", variablesReference=21)))
+    assert FrameParser().feed(endpoint.read()) == [request(41, "variables", variablesReference=21)]  # not answered
+    assert endpoint.dap.pending == {40: "evaluate", 41: "variables"}  # its seq, read from its end
+    ide.close()
+    endpoint.close()
+
+
+def test_the_answer_to_the_options_request_from_an_older_lambda_side_never_reaches_the_ide():
+    endpoint, ide = ide_pair()
+    error = {
+        "seq": 9,
+        "type": "response",
+        "request_seq": dap.OWN_SEQ,
+        "command": prefetch.OPTIONS_COMMAND,
+        "success": False,
+        "message": "Unhandled",
+    }
+    output = {"seq": 10, "type": "event", "event": "output", "body": {"output": "x"}}
+    assert FrameParser().feed(b"".join(endpoint.frame(encode_message(error) + encode_message(output)))) == [output]
+    ide.close()
+    endpoint.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "event", "event": "stopped", "body": ["not", "a", "dict"]},
+        {
+            "type": "event",
+            "event": prefetch.CONTEXT_EVENT,
+            "body": {"threadId": 1, "answers": [1, None, {"response": []}]},
+        },
+        {"type": "response", "request_seq": [1], "command": "threads"},
+        {"type": "event", "event": prefetch.CONTEXT_EVENT, "body": "nonsense"},
+    ],
+)
+def test_malformed_messages_from_the_lambda_side_are_taken_without_an_error(message):
+    answers = prefetch.StopAnswers()
+    answers.on_adapter_message(message)
+    assert answers.answer(request(5, "threads")) is None
+
+
+@pytest.mark.parametrize(
+    "asked, kept",
+    [
+        ({"seq": 5, "type": "request", "command": ["threads"]}, False),
+        ({"seq": 5, "type": "request", "command": "variables", "arguments": [1, 2]}, True),  # a read all the same
+        ({"seq": 5, "type": "request", "command": "scopes", "arguments": {"frameId": [11]}}, True),
+        ({"seq": 5, "type": "request", "command": "evaluate", "arguments": "x"}, False),
+    ],
+)
+def test_malformed_requests_from_the_ide_are_passed_on_without_an_error(asked, kept):
+    answers = prefetch.StopAnswers()
+    answers.on_adapter_message(collected_context())
+    assert answers.answer(asked) is None
+    answers.on_request(asked)
+    assert (answers.answer(request(6, "threads")) is not None) is kept
+    fake = FakeDebugpy()
+    sent = fake.endpoint.frame(encode_message(asked))  # no error on the Lambda side either
+    assert FrameParser().feed(b"".join(sent)) == [asked]
+    fake.close()
+
+
+def test_a_state_change_debugpy_never_answers_blocks_contexts_only_for_a_while():
+    answers = prefetch.StopAnswers()
+    answers.on_request(request(4, "restartFrame", frameId=11), now=100.0)
+    answers.on_adapter_message(collected_context(), now=101.0)
+    assert answers.answer(request(5, "threads")) is None
+    answers.on_adapter_message(collected_context(), now=100.0 + prefetch.CHANGE_ANSWER_S)
+    assert answers.answer(request(6, "threads")) is not None
+
+
+def test_questions_not_yet_sent_when_a_hold_ends_are_never_sent():
+    collector = prefetch.StopCollector()
+    collector.enabled = True
+    collector.on_debugpy_message(stopped(), 0.0)  # the first question waits to be taken
+    assert collector.done(prefetch.HOLD_S)
+    collector.finish()
+    assert collector.take_requests() == []
+
+
+def test_a_leaving_debugger_s_held_requests_all_go_at_once():
+    guard = OneAtATime()
+    messages = [
+        request(1, "evaluate", expression="a"),
+        request(2, "evaluate", expression="b"),
+        request(3, "disconnect"),
+    ]
+    sent = []
+    for chunk in chunks_of(*messages):
+        sent += guard.add(chunk, 0.0)
+    assert len(sent) == 1
+    sent += guard.release(0.0, everything=True)
+    assert FrameParser().feed(b"".join(sent)) == messages
+
+
+def test_deeply_nested_json_is_not_an_error():
+    splitter = dap.MessageSplitter()
+    body = b"[" * 100000 + b"]" * 100000
+    (chunk,) = splitter.feed(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert chunk.head == {} and chunk.whole

@@ -103,6 +103,19 @@ def test_write_failure_is_reported_not_raised(pair):
     assert isinstance(result.error, OSError)
 
 
+def test_a_stream_the_target_cannot_take_ends_the_relay_with_the_error(pair):
+    a, b, a_far, b_far = pair
+
+    def refuse(data):
+        raise RecursionError("too deep")
+
+    b.frame = refuse
+    a_far.sendall(b"data")
+    result = relay.Pump(a, b).run(deadline=time.monotonic() + 5)
+    assert result.reason == relay.CLOSED and result.endpoint is b
+    assert isinstance(result.error, RecursionError)
+
+
 def test_close_frames_are_described():
     assert parse_close(b"\x0f\xa1no token") == (4001, "no token")
     assert parse_close(b"") == (None, "")

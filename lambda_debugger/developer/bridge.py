@@ -110,12 +110,17 @@ class IdeEndpoint(SocketEndpoint):
             return data
         forward = []
         for chunk in self.dap.ide_chunks(data):
-            if chunk.first and self.stops is not None and chunk.head.get("type") == "request":
-                response = self.stops.answer(chunk.head) if chunk.last else None
-                if response is not None:
-                    self.inject(self.dap.respond(response))
-                    continue
-                self.stops.on_request(chunk.head)
+            if self.stops is not None and not chunk.unparsed:
+                if chunk.whole and chunk.head.get("type") == "request":
+                    response = self.stops.answer(chunk.head)
+                    if response is not None:
+                        self.inject(self.dap.respond(response))
+                        continue
+                    self.stops.on_request(chunk.head)
+                elif chunk.first:
+                    self.stops.forget()  # too large to read now: it may change anything
+                elif chunk.last and chunk.head.get("type") == "request":
+                    self.stops.on_request(chunk.head)  # its seq, read from its end
             forward.append(chunk.data)
         return b"".join(forward)
 

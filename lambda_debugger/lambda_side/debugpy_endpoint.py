@@ -64,8 +64,9 @@ class OneAtATime:
     def add(self, chunk: dap.Chunk, now: float) -> List[bytes]:
         """A chunk on its way to debugpy; returns what may go now."""
         head = chunk.head
-        seq = head.get("seq") if chunk.first and chunk.last and head.get("type") == "request" else None
-        if not isinstance(seq, int) or head.get("command") not in ON_STOPPED_THREAD:
+        seq = head.get("seq") if chunk.whole and head.get("type") == "request" else None
+        command = head.get("command")
+        if not isinstance(seq, int) or not isinstance(command, str) or command not in ON_STOPPED_THREAD:
             seq = None
         self._held.append((chunk.data, seq, chunk.last))
         return self.release(now)
@@ -75,12 +76,13 @@ class OneAtATime:
         if self._running is not None and response.get("request_seq") == self._running:
             self._running = None
 
-    def release(self, now: float) -> List[bytes]:
-        """What may go to debugpy now."""
-        if self._running is not None and now >= self._until:
+    def release(self, now: float, everything: bool = False) -> List[bytes]:
+        """What may go to debugpy now (with ``everything``: all that is held,
+        e.g. the last requests of a debugger that leaves)."""
+        if self._running is not None and (everything or now >= self._until):
             self._running = None  # not answered in time: stop holding for it
         out = []
-        while self._held and self._running is None:
+        while self._held and (self._running is None or everything):
             data, seq, last = self._held.pop(0)
             out.append(data)
             self.sent_inside_message = not last
@@ -105,6 +107,7 @@ class DebugpyEndpoint(SocketEndpoint):
         self._ready: List[bytes] = []  # for the broker, to hand out on the next read
         self._held: List[bytes] = []  # behind a stop whose context is being collected
         self._dropping = False  # the message being read answers the collector
+        self._draining = False
         self._eof = False
 
     # Towards the broker ---------------------------------------------------
@@ -164,20 +167,29 @@ class DebugpyEndpoint(SocketEndpoint):
         out: List[bytes] = []
         for chunk in self._to_debugpy.feed(data):
             head = chunk.head
-            if chunk.first and head.get("type") == "request":
-                if head.get("command") == prefetch.OPTIONS_COMMAND and chunk.last:
-                    self.collector.enabled = bool((head.get("arguments") or {}).get("prefetch"))
+            if chunk.whole and head.get("type") == "request":
+                if head.get("command") == prefetch.OPTIONS_COMMAND:
+                    arguments = head.get("arguments")
+                    self.collector.enabled = isinstance(arguments, dict) and arguments.get("prefetch") is True
                     continue  # the bridge's, not debugpy's
                 self.collector.on_request(head)
-                if chunk.last and _resumes_one_thread(head):
+                if _resumes_one_thread(head):
                     chunk = dap.Chunk(_resuming_all(head), head)
+            elif chunk.first and not chunk.unparsed:
+                self.collector.on_request({})  # too large to read now: it may change anything
             out += self.one_at_a_time.add(chunk, now)
         if self._to_debugpy.broken:
             self._give_up_prefetch("the debugger's stream is not DAP as expected")
         return out
 
     def take_outgoing(self) -> bytes:
-        out = self.one_at_a_time.release(time.monotonic())
-        if not self.one_at_a_time.sent_inside_message:  # a question must not land inside a message
+        out = self.one_at_a_time.release(time.monotonic(), everything=self._draining)
+        # A question must not land inside a message, nor in a stream that is not DAP.
+        if not self.one_at_a_time.sent_inside_message and not self._to_debugpy.broken:
             out += self.collector.take_requests()
         return b"".join(out)
+
+    def drain(self) -> None:
+        """From now on, send debugpy everything at once: the debugger is
+        leaving, and its last requests must not wait behind a slow one."""
+        self._draining = True

@@ -272,6 +272,7 @@ class DebugSession:
             self,
             message.reason[:200] or "no reason given",
         )
+        self.debugpy.drain()
         self.pump.flush(self.debugpy)  # the old debugger's last requests
         self.debugpy.close()
         self.debugpy = None

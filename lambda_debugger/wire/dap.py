@@ -32,6 +32,7 @@ OWN_SEQ = 1_000_000_000
 #: result) only the head is kept, where debugpy writes type and request_seq.
 PARSE_WHOLE_BYTES = 256 * 1024
 HEAD_BYTES = 1024
+TAIL_BYTES = 256
 
 #: Requests whose failure means the debug session did not start.
 START_REQUESTS = ("initialize", "attach", "launch")
@@ -53,16 +54,25 @@ class Chunk:
         data: the wire bytes (the first chunk of a message starts with its
             header).
         head: the message as a dict when it is small enough to be parsed
-            whole, else the head fields of its body; ``{}`` when unknown.
-            The same object for every chunk of one message.
+            whole, else the fields found at the start of its body (and, once
+            its last chunk is out, at its end: some clients write ``type``
+            and ``seq`` last); ``{}`` when unknown. The same object for
+            every chunk of one message.
         first / last: whether the chunk starts / ends its message. A small
             message is one chunk.
+        unparsed: bytes of a stream that is not DAP as expected.
     """
 
     data: bytes
     head: dict
     first: bool = True
     last: bool = True
+    unparsed: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """Whether this chunk is a whole message, parsed whole."""
+        return self.first and self.last and not self.unparsed
 
 
 class MessageSplitter:
@@ -84,6 +94,7 @@ class MessageSplitter:
         self._body_left = 0  # body bytes not yet taken in
         self._whole = True  # whether the current message is parsed whole
         self._head: Optional[dict] = None  # set once the first chunk of a large one is out
+        self._tail = b""  # the last bytes of a large one's body so far
         self.broken = False
 
     @property
@@ -104,7 +115,7 @@ class MessageSplitter:
         whole = data if isinstance(data, bytes) else None  # passed on uncopied where it can be
         while view:
             if self.broken:
-                chunks.append(Chunk(bytes(view), {}))
+                chunks.append(Chunk(bytes(view), {}, unparsed=True))
                 break
             if not self._header_bytes:
                 view = self._take_header(view, chunks)
@@ -112,11 +123,16 @@ class MessageSplitter:
                 step = min(self._body_left, len(view))
                 self._body_left -= step
                 piece = whole if whole is not None and step == len(whole) else bytes(view[:step])
+                self._tail = (self._tail + piece[-TAIL_BYTES:])[-TAIL_BYTES:]
+                if not self._body_left:
+                    for name, value in _parse_head(self._tail).items():
+                        self._head.setdefault(name, value)
                 chunks.append(Chunk(piece, self._head, first=False, last=not self._body_left))
                 view = view[step:]
                 if not self._body_left:
                     self._head = None
                     self._header_bytes = 0
+                    self._tail = b""
             else:
                 kept = len(self._buffer) - self._header_bytes
                 want = self._body_left if self._whole else HEAD_BYTES - kept
@@ -163,7 +179,7 @@ class MessageSplitter:
 
     def _break(self, chunks: List[Chunk]) -> None:
         self.broken = True
-        chunks.append(Chunk(bytes(self._buffer), {}))
+        chunks.append(Chunk(bytes(self._buffer), {}, unparsed=True))
         self._buffer.clear()
 
     @staticmethod
@@ -186,7 +202,7 @@ def _header_start(header: bytearray) -> bool:
 def _parse(body: bytes) -> dict:
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return message if isinstance(message, dict) else {}
 
@@ -225,7 +241,7 @@ class MessageReader:
 
     def feed(self, data) -> List[dict]:
         """Take the next bytes of the stream; return the messages they complete."""
-        return [chunk.head for chunk in self._splitter.feed(data) if chunk.last and not self.broken]
+        return [chunk.head for chunk in self._splitter.feed(data) if chunk.last and not chunk.unparsed]
 
 
 class Conversation:
@@ -255,7 +271,7 @@ class Conversation:
         """Bytes from the IDE, cut into chunks at message boundaries."""
         chunks = self.from_ide.feed(data)
         for chunk in chunks:
-            if chunk.last and not self.from_ide.broken:
+            if chunk.last and not chunk.unparsed:
                 self.messages_from_ide += 1
                 if chunk.head.get("type") == "request" and isinstance(chunk.head.get("seq"), int):
                     self.pending[chunk.head["seq"]] = str(chunk.head.get("command", ""))

@@ -29,7 +29,8 @@ messages to send.
 import copy
 import itertools
 import json
-from typing import Dict, List, Optional, Set
+import time
+from typing import Dict, List, Optional
 
 from lambda_debugger.wire.dap import OWN_SEQ, encode
 
@@ -80,11 +81,24 @@ READ_ONLY_EVALUATE_CONTEXTS = frozenset({"watch", "hover", "clipboard", "variabl
 HARMLESS_EVENTS = frozenset({"output", "module", "loadedSource", "breakpoint", "telemetry", CONTEXT_EVENT})
 
 
+#: How long a state-changing request may stay unanswered before the bridge
+#: stops waiting for its answer (pydevd leaves some requests it does not
+#: implement unanswered).
+CHANGE_ANSWER_S = 5.0
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def changes_state(request: dict) -> bool:
-    """Whether ``request`` may resume the debuggee or change what it holds."""
+    """Whether ``request`` may resume the debuggee or change what it holds
+    (anything not known to be a read)."""
     command = request.get("command")
+    if not isinstance(command, str):
+        return True
     if command == "evaluate":
-        context = (request.get("arguments") or {}).get("context")
+        context = _dict(request.get("arguments")).get("context")
         return context not in READ_ONLY_EVALUATE_CONTEXTS
     return command not in READ_ONLY_REQUESTS
 
@@ -144,7 +158,7 @@ class StopCollector:
             and not self.holding
             and message.get("type") == "event"
             and message.get("event") == "stopped"
-            and isinstance((message.get("body") or {}).get("threadId"), int)
+            and isinstance(_dict(message.get("body")).get("threadId"), int)
         ):
             self._start(message["body"], now)
 
@@ -169,9 +183,9 @@ class StopCollector:
         asked, self._asked = self._asked, None
         if not self.holding:
             return
-        if whole and response.get("success"):
+        if whole and response.get("success") is True:
             self._keep(asked, response)
-            self._follow_up(asked["command"], response.get("body") or {})
+            self._follow_up(asked["command"], _dict(response.get("body")))
         self._ask_next()
 
     def _keep(self, asked: dict, response: dict) -> None:
@@ -183,11 +197,14 @@ class StopCollector:
 
     def _follow_up(self, command: str, body: dict) -> None:
         if command == "stackTrace":
-            frames = body.get("stackFrames") or []
-            if frames and isinstance(frames[0].get("id"), int):
-                self._queue.append({"command": "scopes", "arguments": {"frameId": frames[0]["id"]}})
+            frames = body.get("stackFrames")
+            top = _dict(frames[0]) if isinstance(frames, list) and frames else {}
+            if isinstance(top.get("id"), int):
+                self._queue.append({"command": "scopes", "arguments": {"frameId": top["id"]}})
         elif command == "scopes":
-            for scope in body.get("scopes") or []:
+            scopes = body.get("scopes")
+            for scope in scopes if isinstance(scopes, list) else []:
+                scope = _dict(scope)
                 reference = scope.get("variablesReference")
                 if not scope.get("expensive") and isinstance(reference, int) and reference > 0:
                     self._queue.append({"command": "variables", "arguments": {"variablesReference": reference}})
@@ -223,6 +240,7 @@ class StopCollector:
         held messages (empty when there is nothing valid to ship)."""
         self.holding = False
         self._queue = []
+        self._outgoing = []  # questions not sent yet are not needed any more
         answers, self._answers = self._answers, []
         if self._stale or not answers:
             return b""
@@ -246,34 +264,43 @@ class StopAnswers:
 
     def __init__(self) -> None:
         self._context: Optional[dict] = None
-        self._changing: Set[int] = set()  # state-changing requests sent, not answered yet
+        self._changing: Dict[int, float] = {}  # state-changing requests sent, not answered yet: seq -> when
         self.answered = 0  # requests answered from a context, for the record
 
-    def on_request(self, request: dict) -> None:
+    def forget(self) -> None:
+        """Drop the context (e.g. the IDE sends a message too large to read)."""
+        self._context = None
+
+    def on_request(self, request: dict, now: Optional[float] = None) -> None:
         """A request of the IDE's on its way to the Lambda side."""
         if changes_state(request):
             self._context = None
             if isinstance(request.get("seq"), int):
-                self._changing.add(request["seq"])
+                self._changing[request["seq"]] = time.monotonic() if now is None else now
 
-    def on_adapter_message(self, message: dict, *, whole: bool = True) -> bool:
+    def on_adapter_message(self, message: dict, *, whole: bool = True, now: Optional[float] = None) -> bool:
         """A message from the Lambda side (of a large one, its head). Returns
-        whether it is a context, which the IDE must not see."""
+        whether the IDE must not see it: a context, or the answer to the
+        bridge's options request (from a Lambda side that passed it on)."""
         kind = message.get("type")
         if kind == "response":
-            self._changing.discard(message.get("request_seq"))
-            return False
+            request_seq = message.get("request_seq")
+            if isinstance(request_seq, int):
+                self._changing.pop(request_seq, None)
+            return message.get("command") == OPTIONS_COMMAND
         if kind != "event":
             return False
         event = message.get("event")
         if event == CONTEXT_EVENT:
             # Taken before a state-changing request was answered, it may
             # predate that change.
+            now = time.monotonic() if now is None else now
+            waiting = [seq for seq, sent in self._changing.items() if now - sent < CHANGE_ANSWER_S]
             body = message.get("body") if whole else None
-            self._context = _index(body) if body and not self._changing else None
+            self._context = _index(body) if isinstance(body, dict) and not waiting else None
             return True
         if event == "stopped":
-            thread_id = (message.get("body") or {}).get("threadId")
+            thread_id = _dict(message.get("body")).get("threadId")
             if self._context is not None and self._context["threadId"] != thread_id:
                 self._context = None
         elif event not in HARMLESS_EVENTS:
@@ -289,14 +316,20 @@ class StopAnswers:
             return None
         command = request.get("command")
         arguments = request.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            return None
         response = None
         if command == "threads" and not arguments:
             response = context["threads"]
         elif command == "exceptionInfo" and arguments == {"threadId": context["threadId"]}:
             response = context["exceptionInfo"]
-        elif command == "scopes" and set(arguments) == {"frameId"}:
+        elif command == "scopes" and set(arguments) == {"frameId"} and isinstance(arguments["frameId"], int):
             response = context["scopes"].get(arguments["frameId"])
-        elif command == "variables" and set(arguments) == {"variablesReference"}:
+        elif (
+            command == "variables"
+            and set(arguments) == {"variablesReference"}
+            and isinstance(arguments["variablesReference"], int)
+        ):
             response = context["variables"].get(arguments["variablesReference"])
         elif command == "stackTrace":
             return self._stack_slice(request, context)
@@ -319,7 +352,7 @@ class StopAnswers:
             return None
         response = copy.deepcopy(full)
         if levels:
-            frames = response["body"]["stackFrames"]
+            frames = response["body"]["stackFrames"]  # a list: checked when the context came
             response["body"]["stackFrames"] = frames[start : min(start + levels, len(frames))]
         self.answered += 1
         return dict(response, request_seq=request["seq"])
@@ -340,18 +373,18 @@ def _index(body: dict) -> Optional[dict]:
         "variables": {},
     }
     for answer in answers:
-        if not isinstance(answer, dict) or not isinstance(answer.get("response"), dict):
+        answer = _dict(answer)
+        response, arguments = answer.get("response"), _dict(answer.get("arguments"))
+        if not isinstance(response, dict):
             continue
-        command, arguments = answer.get("command"), answer.get("arguments") or {}
-        response = answer["response"]
+        command = answer.get("command")
         if command in ("threads", "exceptionInfo"):
             context[command] = response
         elif command == "stackTrace" and arguments == {"threadId": thread_id}:
-            body_ = response.get("body") or {}
-            if isinstance(body_.get("stackFrames"), list):
+            if isinstance(_dict(response.get("body")).get("stackFrames"), list):
                 context["stackTrace"] = response
-        elif command == "scopes":
-            context["scopes"][arguments.get("frameId")] = response
-        elif command == "variables":
-            context["variables"][arguments.get("variablesReference")] = response
+        elif command == "scopes" and isinstance(arguments.get("frameId"), int):
+            context["scopes"][arguments["frameId"]] = response
+        elif command == "variables" and isinstance(arguments.get("variablesReference"), int):
+            context["variables"][arguments["variablesReference"]] = response
     return context

@@ -11,8 +11,8 @@ are thin adapters (see :mod:`lambda_debugger.wire.endpoints`) with this interfac
 * ``frame(data)``: the buffers of wire bytes that carry ``data`` (a
   WebSocket frame's header and payload, or ``data`` itself on plain TCP);
 * ``take_outgoing()``: wire bytes the endpoint itself must send (pongs);
-* ``due()``: when (``time.monotonic()``) it will have something to read
-  without its socket becoming readable, or None;
+* ``due()``: when (``time.monotonic()``) it will have something to do
+  (bytes to hand out or to send) without its socket becoming ready, or None;
 * ``send(buffer)``: one non-blocking-ish write; returns bytes written.
 
 Writes never block the loop: each direction has a bounded queue of wire
@@ -125,11 +125,13 @@ class Pump:
                 if left <= 0 and not buffered:
                     return PumpResult(DEADLINE)
                 timeout = max(0, left) if timeout is None else 0
-            for endpoint in sources:
+            for endpoint in (self.a, self.b):
                 due = endpoint.due()
-                if due is not None:
-                    wait = max(0.0, due - time.monotonic())
-                    timeout = wait if timeout is None else min(timeout, wait)
+                wait = None if due is None else due - time.monotonic()
+                # What has come due for a source is read at once; for an
+                # endpoint not read now (its target is full), it waits.
+                if wait is not None and (wait > 0 or endpoint in sources):
+                    timeout = max(0.0, wait) if timeout is None else min(timeout, max(0.0, wait))
             readable, writable, _ = select.select([*sources, *watch], targets, [], timeout)
             if not (readable or writable or buffered):
                 if deadline is not None and time.monotonic() >= deadline:
@@ -155,7 +157,10 @@ class Pump:
                     self.flush(target)
                     return PumpResult(CLOSED, source)
                 if data:
-                    self._queues[target].extend(target.frame(data))
+                    try:
+                        self._queues[target].extend(target.frame(data))
+                    except Exception as exc:  # a stream the endpoint cannot take ends the relay
+                        return PumpResult(CLOSED, target, exc)
                     if source is self.a:
                         self.bytes_a_to_b += len(data)
                     else:
