@@ -15,6 +15,26 @@ from tests.support.chain import LAMBDA_TOKEN, REPO, BridgeProcess, BrokerProcess
 from tests.support.dap_client import DapClient
 
 
+def debuggable_function(root, broker_port, function_id, devnull, *, timeout_s=120, wait_ms=30000):
+    """``app.handler`` in ``root``, in the real runtime client, debuggable
+    through the broker's Lambda port ``broker_port``."""
+    return LocalFunction(
+        "app.handler",
+        task_root=root,
+        timeout_s=timeout_s,
+        stdout=devnull,
+        stderr=devnull,
+        env={
+            "PYTHONPATH": REPO,
+            "DEBUGGER_ACTIVE": "1",
+            "DEBUGGER_FUNCTION_ID": function_id,
+            "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % broker_port,
+            "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
+            "DEBUGGER_WAIT_MAX": str(wait_ms),
+        },
+    )
+
+
 class Chain:
     """The chain as separate processes, as deployed: the broker, one attach
     bridge per session, and one warm Lambda runtime running ``source``."""
@@ -30,21 +50,7 @@ class Chain:
 
     def __enter__(self):
         self.broker = BrokerProcess(os.path.join(self.root, "broker.log"))
-        self.function = LocalFunction(
-            "app.handler",
-            task_root=self.root,
-            timeout_s=120,
-            stdout=self.devnull,
-            stderr=self.devnull,
-            env={
-                "PYTHONPATH": REPO,
-                "DEBUGGER_ACTIVE": "1",
-                "DEBUGGER_FUNCTION_ID": "bench",
-                "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % self.broker.lambda_port,
-                "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
-                "DEBUGGER_WAIT_MAX": "30000",
-            },
-        )
+        self.function = debuggable_function(self.root, self.broker.lambda_port, "bench", self.devnull)
         return self
 
     def __exit__(self, *exc):

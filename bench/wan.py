@@ -40,12 +40,10 @@ import threading
 import time
 import types
 
-from _chain import Direct, break_line
-from _common import REPO
+from _chain import Direct, break_line, debuggable_function
 from delay_proxy import DelayProxy
 
-from lambda_debugger.local.function import LocalFunction
-from tests.support.chain import LAMBDA_TOKEN, BridgeProcess, BrokerProcess
+from tests.support.chain import BridgeProcess, BrokerProcess
 from tests.support.dap_client import DapClient, DapError
 
 SOURCE = (
@@ -176,20 +174,8 @@ class WanChain:
             self.broker.debugger_port, rtt_ms / 2.0, jitter_ms=args.jitter_ms, mbit=args.mbit
         )
         self.lambda_link = DelayProxy(self.broker.lambda_port, lambda_rtt_ms / 2.0)
-        self.function = LocalFunction(
-            "app.handler",
-            task_root=self.root,
-            timeout_s=600,
-            stdout=self.devnull,
-            stderr=self.devnull,
-            env={
-                "PYTHONPATH": REPO,
-                "DEBUGGER_ACTIVE": "1",
-                "DEBUGGER_FUNCTION_ID": "wan",
-                "DEBUGGER_BROKER_ADDRESS": "127.0.0.1:%d" % self.lambda_link.port,
-                "DEBUGGER_AUTH_TOKEN": LAMBDA_TOKEN,
-                "DEBUGGER_WAIT_MAX": "60000",
-            },
+        self.function = debuggable_function(
+            self.root, self.lambda_link.port, "wan", self.devnull, timeout_s=600, wait_ms=60000
         )
 
     def run(self, bridge_args, args):

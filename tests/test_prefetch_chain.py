@@ -118,6 +118,18 @@ def check_against_debugpy(client, asked, responses):
                 assert without_ids(expanded[0]) == without_ids(expanded[1]), ours["name"]
 
 
+def run_to_the_end(client, function, thread_id, result):
+    """Clear the breakpoints, continue, and return the invocation's response."""
+    client.request(
+        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
+    )
+    client.continue_(thread_id)  # resumes every thread, whatever the debugpy
+    outcome = result.result(timeout=30)
+    client.close()
+    assert outcome.ok, outcome.payload
+    return json.loads(outcome.payload)
+
+
 def attach_stopped(bridge, function, line, **attach):
     client = bridge.connect()
     client.attach_and_configure({function.path: [line]}, timeout=30, **attach)
@@ -141,20 +153,14 @@ def step_transcript(start_bridge, function, prefetch):
         transcript.append([without_ids(r["body"]) for r in responses])
         client.request("next", {"threadId": thread_id})
         assert client.wait_stopped(timeout=30)["threadId"] == thread_id
-    client.request(
-        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
-    )
-    client.continue_(thread_id)
-    outcome = result.result(timeout=30)
-    client.close()
-    return transcript, outcome
+    return transcript, run_to_the_end(client, function, thread_id, result)
 
 
 def test_stepping_with_prefetch_answers_exactly_what_debugpy_answers_without_it(broker, start_bridge, make_function):
     function = make_function(broker=broker, source=SOURCE)
     with_prefetch, first = step_transcript(start_bridge, function, prefetch=True)
     without, second = step_transcript(start_bridge, function, prefetch=False)
-    assert first.ok and second.ok and first.payload == second.payload
+    assert first == second
     assert with_prefetch == without
     locals_seen = [{v["name"]: v["value"] for v in stop[3]["variables"]} for stop in with_prefetch]
     assert len({(s.get("total"), s.get("label"), s.get("flag")) for s in locals_seen}) >= 5  # they did change
@@ -203,12 +209,7 @@ def test_with_several_threads_stopped_the_context_answers_for_the_one_that_stopp
     # The context stays the stopped thread's: asked again, it still answers.
     again = client.exchange("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 1})
     assert again["seq"] >= OWN_SEQ and again["body"] == responses[1]["body"]
-    client.request(
-        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
-    )
-    client.continue_(thread_id)  # resumes every thread, whatever the debugpy
-    assert json.loads(result.result(timeout=30).payload) == {"a": "aa", "b": "bb"}
-    client.close()
+    assert run_to_the_end(client, function, thread_id, result) == {"a": "aa", "b": "bb"}
 
 
 def test_a_set_variable_between_two_reads_is_seen_by_the_second(broker, start_bridge, make_function):
@@ -227,12 +228,7 @@ def test_a_set_variable_between_two_reads_is_seen_by_the_second(broker, start_br
     again = client.exchange("variables", {"variablesReference": locals_ref})
     assert again["seq"] < OWN_SEQ  # the context was dropped: debugpy answered
     assert {v["name"]: v["value"] for v in again["body"]["variables"]}["total"] == "40"
-    client.request(
-        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
-    )
-    client.continue_(thread_id)
-    assert json.loads(result.result(timeout=30).payload) == {"total": 41, "label": "round 1"}
-    client.close()
+    assert run_to_the_end(client, function, thread_id, result) == {"total": 41, "label": "round 1"}
 
 
 def test_requests_sent_while_a_context_is_on_its_way_get_debugpys_answers(broker, start_bridge, make_function):
@@ -256,12 +252,7 @@ def test_requests_sent_while_a_context_is_on_its_way_get_debugpys_answers(broker
             for answer, later in zip(early, responses, strict=False):
                 if answer["seq"] >= OWN_SEQ:  # answered from the context: it must be the stop's
                     assert answer["body"] == later["body"]
-    client.request(
-        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
-    )
-    client.continue_(thread_id)
-    assert result.result(timeout=30).ok
-    client.close()
+    run_to_the_end(client, function, thread_id, result)
 
 
 def test_questions_asked_together_each_get_their_own_answer(broker, start_bridge, make_function):
@@ -291,9 +282,4 @@ def test_questions_asked_together_each_get_their_own_answer(broker, start_bridge
             str(local["squares"].count(",") + 1 if local["squares"] != "[]" else 0),
         ]
         assert {v["name"]: v["value"] for v in answers[4]["variables"]} == local
-    client.request(
-        "setBreakpoints", {"source": {"path": function.path}, "breakpoints": [], "lines": [], "sourceModified": False}
-    )
-    client.continue_(thread_id)
-    assert result.result(timeout=30).ok
-    client.close()
+    run_to_the_end(client, function, thread_id, result)
