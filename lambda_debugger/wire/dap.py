@@ -1,6 +1,6 @@
-"""The one place the relay looks at DAP itself.
+"""The one place the relay reads DAP framing and numbers messages.
 
-The debug stream is opaque bytes everywhere else. Three things need DAP:
+Four things need DAP:
 
 * when the debugger side vanishes, the proxy speaks to debugpy on its own:
   pydevd keeps a thread stopped at a breakpoint until a client says
@@ -11,10 +11,13 @@ The debug stream is opaque bytes everywhere else. Three things need DAP:
 * the attach bridge speaks to the IDE for the adapter it stands in for:
   ``output`` events (time left before the Lambda timeout), which must fall
   between two messages, and, when the session ends under the IDE, what
-  debugpy's own adapter would send (:meth:`Conversation.ending`).
+  debugpy's own adapter would send (:meth:`Conversation.ending`);
+* prefetch on stop (:mod:`lambda_debugger.wire.prefetch`), which holds,
+  drops and answers whole messages on both ends.
 
-:class:`MessageReader` owns the framing, :class:`Conversation` the requests
-still unanswered and the sequence numbers of the bridge's own messages.
+:class:`MessageSplitter` owns the framing (:class:`MessageReader` watches a
+stream without cutting it), :class:`Conversation` the requests still
+unanswered and the sequence numbers of the bridge's own messages.
 """
 
 import itertools
