@@ -33,32 +33,33 @@ def response(seq, request_seq, command, success=True, body=None):
     texts=st.lists(st.text(max_size=500), min_size=1, max_size=10),
     cuts=st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30),
 )
-def test_the_reader_returns_each_message_once_whatever_the_chunking(texts, cuts):
+def test_the_splitter_returns_each_message_once_whatever_the_chunking(texts, cuts):
     messages = [{"seq": i, "type": "event", "event": "output", "body": {"output": t}} for i, t in enumerate(texts)]
     stream = b"".join(encode_message(m) for m in messages)
-    reader, got, position, step = dap.MessageReader(), [], 0, 0
+    splitter, got, position, step = dap.MessageSplitter(), [], 0, 0
     while position < len(stream):
         chunk = stream[position : position + cuts[step % len(cuts)]]
         position, step = position + len(chunk), step + 1
-        got += reader.feed(chunk)
-    assert got == messages and reader.at_boundary
+        got += [c.head for c in splitter.feed(chunk)]
+    assert got == messages and splitter.at_boundary
 
 
-def test_of_a_large_message_the_reader_keeps_only_its_head():
+def test_of_a_large_message_the_splitter_keeps_only_its_head():
     big = response(7, 3, "evaluate", body={"result": "x" * (dap.PARSE_WHOLE_BYTES + 10)})
-    reader = dap.MessageReader()
+    splitter = dap.MessageSplitter()
     data = encode_message(big)
-    assert reader.feed(data[:100]) == []
-    assert not reader.at_boundary
-    (head,) = reader.feed(data[100:])
-    assert head == {"type": "response", "request_seq": 3, "command": "evaluate", "seq": 7}
-    assert not reader._splitter._buffer  # nothing of it kept
+    assert splitter.feed(data[:100]) == []
+    assert not splitter.at_boundary
+    chunks = splitter.feed(data[100:])
+    assert chunks[-1].last and chunks[0].head is chunks[-1].head
+    assert chunks[0].head == {"type": "response", "request_seq": 3, "command": "evaluate", "seq": 7}
+    assert not splitter._buffer  # nothing of it kept
 
 
-def test_a_stream_that_is_not_dap_breaks_the_reader():
-    reader = dap.MessageReader()
-    assert reader.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == []
-    assert reader.broken and not reader.at_boundary
+def test_a_stream_that_is_not_dap_breaks_the_splitter():
+    splitter = dap.MessageSplitter()
+    (chunk,) = splitter.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert chunk.unparsed and splitter.broken and not splitter.at_boundary
 
 
 def test_the_conversation_knows_which_requests_wait_for_an_answer():
@@ -66,7 +67,7 @@ def test_the_conversation_knows_which_requests_wait_for_an_answer():
     assert talk.ide_sent(encode_message(request(1, "initialize"))) == [request(1, "initialize")]
     talk.ide_sent(encode_message(request(2, "attach")) + encode_message(request(3, "threads"))[:10])
     assert talk.pending == {1: "initialize", 2: "attach"} and talk.messages_from_ide == 2
-    talk.adapter_sent(encode_message(response(1, 1, "initialize")))
+    talk.adapter_chunks(encode_message(response(1, 1, "initialize")))
     assert talk.pending == {2: "attach"}
 
 
@@ -102,7 +103,7 @@ def test_no_exit_code_no_exited_event_and_a_failed_start_shows_a_dialog():
 
 def test_events_the_adapter_sent_itself_are_not_sent_again():
     talk = dap.Conversation()
-    talk.adapter_sent(
+    talk.adapter_chunks(
         encode_message({"seq": 9, "type": "event", "event": "exited", "body": {"exitCode": 0}})
         + encode_message({"seq": 10, "type": "event", "event": "terminated"})
     )

@@ -50,12 +50,12 @@ def test_injected_events_never_split_a_message(bodies, cuts, injections):
 
 
 def test_a_stream_that_is_not_dap_gets_nothing_injected():
-    reader = dap.MessageReader()
-    assert reader.feed(b"Content-Type: text/plain\r\n\r\nhello") == []
-    assert reader.broken and not reader.at_boundary
-    reader = dap.MessageReader()
-    reader.feed(b"x" * (dap.MessageReader.MAX_HEADER_BYTES + 10))
-    assert not reader.at_boundary
+    talk = dap.Conversation()
+    talk.adapter_chunks(b"Content-Type: text/plain\r\n\r\nhello")
+    assert talk.from_adapter.broken and not talk.may_insert
+    talk = dap.Conversation()
+    talk.adapter_chunks(b"Content-Length: " + b"1" * (dap.MessageSplitter.MAX_HEADER_BYTES + 10))
+    assert not talk.may_insert
 
 
 @pytest.mark.slow

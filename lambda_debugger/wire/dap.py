@@ -15,9 +15,9 @@ Four things need DAP:
 * prefetch on stop (:mod:`lambda_debugger.wire.prefetch`), which holds,
   drops and answers whole messages on both ends.
 
-:class:`MessageSplitter` owns the framing (:class:`MessageReader` watches a
-stream without cutting it), :class:`Conversation` the requests still
-unanswered and the sequence numbers of the bridge's own messages.
+:class:`MessageSplitter` owns the framing, :class:`Conversation` the
+requests still unanswered and the sequence numbers of the bridge's own
+messages.
 """
 
 import itertools
@@ -220,33 +220,6 @@ def _parse_head(body: bytes) -> dict:
     return head
 
 
-class MessageReader:
-    """Follows DAP framing over a byte stream fed in arbitrary pieces, and
-    returns each whole message as a dict (of a large one, just its head
-    fields); for a stream that is only watched, not cut.
-
-    ``at_boundary`` says whether the bytes fed so far end with a whole
-    message: only then may another message be put into the stream.
-    """
-
-    MAX_HEADER_BYTES = MessageSplitter.MAX_HEADER_BYTES
-
-    def __init__(self) -> None:
-        self._splitter = MessageSplitter()
-
-    @property
-    def at_boundary(self) -> bool:
-        return self._splitter.at_boundary
-
-    @property
-    def broken(self) -> bool:
-        return self._splitter.broken
-
-    def feed(self, data) -> List[dict]:
-        """Take the next bytes of the stream; return the messages they complete."""
-        return [chunk.head for chunk in self._splitter.feed(data) if chunk.last and not chunk.unparsed]
-
-
 class Conversation:
     """One IDE's DAP conversation with the debug adapter the bridge stands
     in for: feed it what each side sends; it knows which requests wait for
@@ -298,10 +271,6 @@ class Conversation:
             elif kind == "event" and head.get("event") in ("exited", "terminated"):
                 self._adapter_events.add(head["event"])
         return chunks
-
-    def adapter_sent(self, data) -> None:
-        """Bytes from the debug adapter, on their way to the IDE."""
-        self.adapter_chunks(data)
 
     @property
     def may_insert(self) -> bool:
