@@ -31,7 +31,7 @@ from .config import DEBUGGER_TOKEN_VARIABLE, LAMBDA_TOKEN_VARIABLE, BrokerConfig
 from .handlers import BrokerState, DebugSocket, LambdaSocket
 from .logfmt import format_event, log_event, logger
 from .registry import Registry
-from .web import HealthHandler, IndexPage, SessionsApi
+from .web import HealthHandler, IndexPage, SessionsApi, StatusApi
 
 #: Seconds between two runs of the reaper.
 REAP_INTERVAL_S = 1.0
@@ -64,6 +64,7 @@ def make_apps(
         [
             (r"/debug/(.*)", DebugSocket, shared),
             (r"/api/sessions", SessionsApi, shared),
+            (r"/api/status", StatusApi, shared),
             (r"/", IndexPage, shared),
             (r"/healthz", HealthHandler),
         ],
@@ -167,7 +168,9 @@ class BrokerServer:
     def _reap(self) -> None:
         for connection in list(self._state.connections):
             connection.end_if_unresponsive()
-        self.registry.reap(time.time())
+        now = time.time()
+        self.registry.reap(now)
+        self.registry.heartbeat(now)
 
     def run_forever(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until SIGTERM, SIGINT or :meth:`stop`; blocks."""
@@ -317,6 +320,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add("--keyfile", help="TLS private key (PEM)")
     add("--max-sessions", type=int, help="sessions the broker holds at most (default 1000)")
     add("--max-sessions-per-function", type=int, help="sessions per function ID at most (default 100)")
+    add(
+        "--max-control-connections",
+        type=int,
+        help="control connections of warm containers (DEBUGGER_WAIT_MAX=0) kept at most (default 20000)",
+    )
+    add(
+        "--control-heartbeat",
+        type=float,
+        metavar="S",
+        help="seconds between the armed debuggers re-sent on control connections (default 20)",
+    )
     add("--max-frame-bytes", type=int, help="largest WebSocket message (default 1 MiB)")
     add("--pairing-timeout", type=float, metavar="S", help="how long a debugger waits for an invocation (default 900)")
     add("--handshake-timeout", type=float, metavar="S", help="time for a Lambda to announce itself (default 10)")
@@ -441,6 +455,8 @@ def _config(args, environ: Dict[str, str]) -> BrokerConfig:
         keyfile=args.keyfile,
         max_sessions=args.max_sessions,
         max_sessions_per_function=args.max_sessions_per_function,
+        max_control_connections=args.max_control_connections,
+        control_heartbeat_s=args.control_heartbeat,
         max_frame_bytes=args.max_frame_bytes,
         pairing_timeout_s=args.pairing_timeout,
         handshake_timeout_s=args.handshake_timeout,

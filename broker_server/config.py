@@ -57,6 +57,11 @@ class BrokerConfig:
     keyfile: Optional[str] = None
     max_sessions: int = 1000
     max_sessions_per_function: int = 100
+    #: Warm containers' control connections the broker keeps at most.
+    max_control_connections: int = 20000
+    #: Seconds between the armed debuggers re-sent on control connections;
+    #: a container that hears nothing for three of these opens a new one.
+    control_heartbeat_s: float = 20.0
     #: Largest WebSocket message accepted; larger ones are closed with 1009.
     max_frame_bytes: int = 1024 * 1024
     #: How long an armed debugger waits for an invocation.
@@ -149,7 +154,7 @@ class BrokerConfig:
                 raise ConfigError("%s must be from 0 to 65535" % name.replace("_", " "))
         if self.lambda_port and self.lambda_port == self.debugger_port:
             raise ConfigError("the Lambda port and the debugger port must differ")
-        for name in ("max_sessions", "max_sessions_per_function"):
+        for name in ("max_sessions", "max_sessions_per_function", "max_control_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError("%s must be at least 1" % name.replace("_", " "))
         if self.max_frame_bytes < MAX_CONTROL_MESSAGE_BYTES:
@@ -157,6 +162,8 @@ class BrokerConfig:
         for name in ("pairing_timeout_s", "handshake_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError("%s must be positive" % name)
+        if not 1 <= self.control_heartbeat_s <= 3600:
+            raise ConfigError("control heartbeat must be from 1 to 3600 seconds")
         if self.ping_interval_s < 0:
             raise ConfigError("ping_interval_s must not be negative (0 disables pings)")
         if self.idle_timeout_s < 0:

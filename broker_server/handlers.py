@@ -14,16 +14,18 @@ direction is in the broker's memory.
 import hmac
 import logging
 import time
-from typing import Optional, Set, Tuple, Union
+from typing import Any, Optional, Set, Tuple, Union
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from lambda_debugger.wire import filters
 from lambda_debugger.wire.protocol import (
     FUNCTION_ID_PATTERN,
     CloseCode,
+    Considered,
     Detached,
     Ended,
     Invocation,
@@ -31,6 +33,7 @@ from lambda_debugger.wire.protocol import (
     Notice,
     Paired,
     ProtocolError,
+    Watch,
     clip_reason,
     decode,
     encode,
@@ -213,6 +216,9 @@ class BrokerSocket(WebSocketHandler):
             if not self.registry.lambda_detached(self, time.time()):
                 self._fail(CloseCode.BAD_REQUEST, "detached message while a debugger is attached")
             return
+        if isinstance(control, Considered) and self.side is Side.LAMBDA:
+            self.registry.lambda_considered(self, control.when, control.matches, time.time())
+            return
         if not (isinstance(control, Notice) or (isinstance(control, Ended) and self.side is Side.LAMBDA)):
             self._fail(
                 CloseCode.BAD_REQUEST, "unexpected %s message from the %s side" % (control.type, self.side.value)
@@ -256,10 +262,13 @@ class BrokerSocket(WebSocketHandler):
 
 
 class LambdaSocket(BrokerSocket):
-    """``/lambda/<function_id>``: a Lambda invocation dials in.
+    """``/lambda/<function_id>``: a Lambda invocation dials in, or a warm
+    container opens its control connection.
 
-    Its first message must be a text :class:`Invocation`, within the
-    handshake timeout; only then does the registry hear of it.
+    Its first message must be a text :class:`Invocation` or :class:`Watch`,
+    within the handshake timeout; only then does the registry hear of it.
+    A control connection is never pinged: the container is frozen between
+    invocations and could not answer. It is closed by age instead.
     """
 
     side = Side.LAMBDA
@@ -268,6 +277,8 @@ class LambdaSocket(BrokerSocket):
         super().initialize(state)
         #: What the Lambda announced; ``None`` until its first message.
         self.invocation: Optional[Invocation] = None
+        #: Whether this is a container's control connection.
+        self.watching = False
         self._handshake_timer: Optional[object] = None
 
     def expected_token(self) -> Optional[str]:
@@ -278,6 +289,22 @@ class LambdaSocket(BrokerSocket):
 
     def closing(self) -> None:
         self._cancel_handshake_timer()
+        if self.watching:
+            self.registry.watcher_left(self)
+
+    def on_close(self) -> None:
+        if not self.watching:
+            super().on_close()
+            return
+        self.state.connections.discard(self)
+        self.closing()
+        log_event(
+            "control_closed",
+            logging.DEBUG,
+            function_id=self.function_id,
+            peer=self.address,
+            by="broker" if self.closed_with is not None else "client",
+        )
 
     def _cancel_handshake_timer(self) -> None:
         if self._handshake_timer is not None:
@@ -292,7 +319,9 @@ class LambdaSocket(BrokerSocket):
     async def on_message(self, message: Union[str, bytes]) -> None:
         if self.function_id is None or self.closed_with is not None:
             return
-        if self.invocation is None:
+        if self.watching:
+            self._fail(CloseCode.BAD_REQUEST, "a control connection takes no message after watch")
+        elif self.invocation is None:
             self._announce(message)
         else:
             await super().on_message(message)
@@ -307,12 +336,34 @@ class LambdaSocket(BrokerSocket):
         except ProtocolError as error:
             self._fail(CloseCode.BAD_REQUEST, str(error))
             return
+        if isinstance(invocation, Watch):
+            self._watch()
+            return
         if not isinstance(invocation, Invocation):
             self._fail(CloseCode.BAD_REQUEST, "first message must be an invocation, not %s" % invocation.type)
             return
         self.invocation = invocation
         self.request_id = invocation.request_id
         self.registry.lambda_arrived(self, self.function_id, invocation, time.time())
+
+    def _watch(self) -> None:
+        self.watching = True
+        _stop_pinging(self)
+        log_event("control_opened", logging.DEBUG, function_id=self.function_id, peer=self.address)
+        self.registry.watcher_arrived(self, self.function_id, time.time())
+
+
+def _stop_pinging(handler: WebSocketHandler) -> None:
+    """Stop Tornado's keepalive pings of one connection (the application's
+    setting applies to all): a frozen container cannot answer them."""
+    connection: Any = handler.ws_connection
+    task = getattr(connection, "_ping_coroutine", None)  # Tornado 6.3 and later
+    if task is not None:
+        task.cancel()
+        connection._ping_coroutine = None
+    callback = getattr(connection, "ping_callback", None)  # Tornado 6.2
+    if callback is not None:
+        callback.stop()
 
 
 class DebugSocket(BrokerSocket):
@@ -328,4 +379,10 @@ class DebugSocket(BrokerSocket):
         return self.config.debugger_token
 
     def accepted(self) -> None:
-        self.registry.debugger_arrived(self, self.function_id, time.time())
+        when = self.get_query_argument("when", None)
+        if when is not None:
+            problem = filters.problem(when)
+            if problem:
+                self._refuse(CloseCode.BAD_REQUEST, "the when filter: " + problem)
+                return
+        self.registry.debugger_arrived(self, self.function_id, time.time(), when=when)

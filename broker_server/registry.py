@@ -17,14 +17,34 @@ A session is one invocation, one debugger, or both:
 Waiting sides of one function ID are served oldest first. Many containers
 may share a function ID (Lambda scales out); each invocation is its own
 session with at most one debugger.
+
+A debugger may arm with a ``--when`` filter: a JMESPath expression that the
+Lambda side evaluates against the event. It pairs only with an invocation
+whose results say the filter matched: sent with the invocation, or asked for
+(``Consider``) while the invocation waits. An invocation whose Lambda side
+cannot evaluate filters never pairs with a filtered debugger.
+
+Warm containers may also keep a control connection ("watcher") per function
+ID; the registry tells them which debuggers are armed, at once, on every
+change and every ``heartbeat_s``, so that an invocation nobody wants runs
+without asking the broker.
 """
 
 import enum
 import logging
 import time
-from typing import Dict, List, Optional, Protocol, Tuple
+from typing import Dict, List, Optional, Protocol, Set, Tuple
 
-from lambda_debugger.wire.protocol import Armed, CloseCode, Detached, Invocation, Message, Paired
+from lambda_debugger.wire.protocol import (
+    Armed,
+    CloseCode,
+    Consider,
+    Debuggers,
+    Detached,
+    Invocation,
+    Message,
+    Paired,
+)
 
 from .logfmt import log_event, logger
 
@@ -40,6 +60,15 @@ DEADLINE_GRACE_S = 30.0
 #: Lambda's longest timeout. No invocation runs longer, so the broker holds
 #: none longer, whatever deadline or wait a client announces.
 MAX_INVOCATION_S = 900.0
+
+#: Seconds between the armed lists re-sent on control connections. A
+#: container that heard nothing for three of these re-opens its connection.
+HEARTBEAT_S = 20
+
+#: A control connection is closed after this long and the container opens a
+#: new one at its next invocation: this bounds what a container that vanished
+#: without a word (frozen for good) costs the broker.
+WATCHER_MAX_AGE_S = 3600.0
 
 
 class SessionState(str, enum.Enum):
@@ -100,6 +129,15 @@ class Session:
         self.stream_ended = False
         #: Bytes of the old debug stream dropped while detached.
         self.bytes_dropped = 0
+        #: The debugger's ``--when`` filter, None for every invocation.
+        self.when: Optional[str] = None
+        #: The debugger's number on this broker, as control connections name it.
+        self.debugger_number = 0
+        #: The invocation's known filter results; None if its Lambda side
+        #: cannot evaluate filters.
+        self.matches: Optional[Dict[str, bool]] = None
+        #: Filters the invocation was asked about and has not answered.
+        self.considering: Set[str] = set()
 
     @property
     def request_id(self) -> Optional[str]:
@@ -150,6 +188,7 @@ class Session:
             "bytes_to_debugger": self.bytes_to_debugger,
             "bytes_to_lambda": self.bytes_to_lambda,
             "attachments": self.attachments,
+            "when": self.when,
         }
 
     def log_fields(self) -> dict:
@@ -175,6 +214,9 @@ class Registry:
         idle_timeout_s: float = MAX_INVOCATION_S,
         wait_grace_s: float = WAIT_GRACE_S,
         deadline_grace_s: float = DEADLINE_GRACE_S,
+        max_watchers: int = 20000,
+        heartbeat_s: float = HEARTBEAT_S,
+        watcher_max_age_s: float = WATCHER_MAX_AGE_S,
     ) -> None:
         self.max_sessions = max_sessions
         self.max_sessions_per_function = max_sessions_per_function
@@ -186,6 +228,14 @@ class Registry:
         self._by_function: Dict[str, List[Session]] = {}
         self._by_peer: Dict[Peer, Session] = {}
         self._count = 0
+        self.max_watchers = max_watchers
+        self.heartbeat_s = heartbeat_s
+        self.watcher_max_age_s = watcher_max_age_s
+        #: Control connections of each function ID, with when they came.
+        self._watchers: Dict[str, Dict[Peer, float]] = {}
+        self._watched: Dict[Peer, str] = {}
+        self._debuggers_armed = 0  # numbers armed debuggers
+        self._last_heartbeat = 0.0
 
     @classmethod
     def from_config(cls, config) -> "Registry":
@@ -195,6 +245,8 @@ class Registry:
             max_sessions_per_function=config.max_sessions_per_function,
             pairing_timeout_s=config.pairing_timeout_s,
             idle_timeout_s=config.idle_timeout_s,
+            max_watchers=config.max_control_connections,
+            heartbeat_s=config.control_heartbeat_s,
         )
 
     def __len__(self) -> int:
@@ -221,7 +273,8 @@ class Registry:
         (``wait_ms`` 0) and no debugger is armed (``NOT_WAITING``).
         """
         self._check_new(peer)
-        session = self._oldest(function_id, SessionState.ARMED)
+        matches = dict(invocation.matches) if invocation.matches is not None else None
+        session = self._armed_for(function_id, matches)
         if session is not None:
             self._add_invocation(session, peer, invocation, now)
             self._pair(session, now)
@@ -243,19 +296,25 @@ class Registry:
             deadline_ms=invocation.deadline_ms,
             **session.log_fields(),
         )
+        self._ask_about_filters(session)
         return session
 
-    def debugger_arrived(self, peer: Peer, function_id: str, now: float) -> Optional[Session]:
-        """Register a debugger for ``function_id``.
+    def debugger_arrived(
+        self, peer: Peer, function_id: str, now: float, when: Optional[str] = None
+    ) -> Optional[Session]:
+        """Register a debugger for ``function_id``, for the invocations its
+        ``when`` filter matches (every invocation without one).
 
-        Pairs it with the oldest waiting invocation, or arms it and sends it
-        ``Armed`` with the time the pairing timeout will end the wait. Returns
-        its session, or ``None`` if a limit refused it.
+        Pairs it with the oldest waiting invocation it wants, or arms it and
+        sends it ``Armed`` with the time the pairing timeout will end the
+        wait; waiting invocations that have not evaluated its filter are
+        asked to. Returns its session, or ``None`` if a limit refused it.
         """
         self._check_new(peer)
-        session = self._next_invocation(function_id)
+        session = self._next_invocation(function_id, when)
         if session is not None:
             session.debugger_peer = peer
+            session.when = when
             self._by_peer[peer] = session
             self._pair(session, now)
             return session
@@ -263,11 +322,94 @@ class Registry:
             return None
         session = self._add(function_id, SessionState.ARMED, now)
         session.debugger_peer = peer
+        session.when = when
+        self._debuggers_armed += 1
+        session.debugger_number = self._debuggers_armed
         self._by_peer[peer] = session
-        log_event("debugger_armed", peer=peer.address, **session.log_fields())
+        log_event("debugger_armed", peer=peer.address, when=when, **session.log_fields())
         expires_ms = int((now + self.pairing_timeout_s) * 1000)
-        self._call(peer, "send_control", Armed(function_id=function_id, expires_ms=expires_ms))
+        self._call(peer, "send_control", Armed(function_id=function_id, expires_ms=expires_ms, when=when))
+        self._tell_watchers(function_id)
+        if when is not None:
+            for waiting in self._pairable(function_id):
+                self._ask_about_filters(waiting)
         return session
+
+    def lambda_considered(self, peer: Peer, when: str, matches: bool, now: float) -> None:
+        """Record the Lambda side's answer to ``Consider``; pair the
+        invocation with the oldest armed debugger that now wants it.
+        Answers that come too late (the invocation was paired meanwhile)
+        are dropped."""
+        session = self._by_peer.get(peer)
+        if session is None or session.side_of(peer) is not Side.LAMBDA or session.matches is None:
+            return
+        session.considering.discard(when)
+        session.matches[when] = matches
+        if not matches or not self._is_pairable(session):
+            return
+        armed = self._armed_for(session.function_id, session.matches)
+        if armed is not None:
+            self._join(session, armed, now)
+
+    # Control connections --------------------------------------------------
+
+    def watcher_arrived(self, peer: Peer, function_id: str, now: float) -> bool:
+        """Register a container's control connection and send it the armed
+        debuggers. Returns False if the watcher limit refused it."""
+        if len(self._watched) >= self.max_watchers:
+            reason = "broker holds %d control connections, its limit" % self.max_watchers
+            log_event(
+                "limit_hit",
+                logging.WARNING,
+                side=Side.LAMBDA,
+                function_id=function_id,
+                peer=peer.address,
+                watchers=len(self._watched),
+                code=int(CloseCode.TOO_MANY_SESSIONS),
+                reason=reason,
+            )
+            self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
+            return False
+        self._watchers.setdefault(function_id, {})[peer] = now
+        self._watched[peer] = function_id
+        self._call(peer, "send_control", self._armed_message(function_id))
+        return True
+
+    def watcher_left(self, peer: Peer) -> None:
+        """Forget a control connection that closed (unknown ones are ignored)."""
+        function_id = self._watched.pop(peer, None)
+        if function_id is None:
+            return
+        group = self._watchers.get(function_id, {})
+        group.pop(peer, None)
+        if not group:
+            self._watchers.pop(function_id, None)
+
+    def watcher_count(self, function_id: Optional[str] = None) -> int:
+        """How many control connections are open, for one function ID or all."""
+        if function_id is not None:
+            return len(self._watchers.get(function_id, ()))
+        return len(self._watched)
+
+    def watchers_by_function(self) -> Dict[str, int]:
+        """How many control connections each function ID has."""
+        return {function_id: len(group) for function_id, group in sorted(self._watchers.items())}
+
+    def heartbeat(self, now: float) -> None:
+        """Every ``heartbeat_s``: re-send the armed debuggers on each control
+        connection (no answer is expected: a frozen container cannot give
+        one), and close the ones older than ``watcher_max_age_s``."""
+        if now - self._last_heartbeat < self.heartbeat_s:
+            return
+        self._last_heartbeat = now
+        for function_id, group in list(self._watchers.items()):
+            message = self._armed_message(function_id)
+            for peer, since in list(group.items()):
+                if now - since >= self.watcher_max_age_s:
+                    self.watcher_left(peer)
+                    self._call(peer, "close", CloseCode.NORMAL, "control connection renewed after %d s" % (now - since))
+                else:
+                    self._call(peer, "send_control", message)
 
     def peer_left(self, peer: Peer, close_code: Optional[int] = None, now: Optional[float] = None) -> None:
         """Report that ``peer``'s connection closed; tell its partner.
@@ -315,15 +457,13 @@ class Registry:
         session.stream_ended = True
         session.since = now
         log_event("reattachable", bytes_dropped=session.bytes_dropped, **session.log_fields())
-        armed = self._oldest(session.function_id, SessionState.ARMED)
+        armed = self._armed_for(session.function_id, session.matches)
         if armed is not None:
             # A debugger that came while the old stream was ending armed
             # meanwhile; it takes this invocation, being the oldest one.
-            debugger = armed.debugger_peer
-            self._forget(armed)
-            session.debugger_peer = debugger
-            self._by_peer[debugger] = session
-            self._pair(session, now)
+            self._join(session, armed, now)
+        else:
+            self._ask_about_filters(session)
         return True
 
     def drops_stream_of(self, peer: Peer) -> bool:
@@ -398,9 +538,13 @@ class Registry:
         return None
 
     def close_all(self, code: int, reason: str) -> None:
-        """End every session, closing both sides (the broker is going away)."""
+        """End every session, closing both sides, and close every control
+        connection (the broker is going away)."""
         for session in self.sessions():
             self._end(session, code, reason)
+        for peer in list(self._watched):
+            self.watcher_left(peer)
+            self._call(peer, "close", code, reason)
 
     def snapshot(self) -> List[dict]:
         """Return every open session as plain data, oldest first."""
@@ -412,21 +556,77 @@ class Registry:
         if peer in self._by_peer:
             raise ValueError("%r is already in %r" % (peer, self._by_peer[peer]))
 
-    def _oldest(self, function_id: str, state: SessionState) -> Optional[Session]:
+    @staticmethod
+    def _wants(when: Optional[str], matches: Optional[Dict[str, bool]]) -> bool:
+        """Whether a debugger with filter ``when`` may take an invocation
+        with filter results ``matches``: only on a known match."""
+        return when is None or (matches is not None and matches.get(when) is True)
+
+    def _armed_for(self, function_id: str, matches: Optional[Dict[str, bool]]) -> Optional[Session]:
+        """The oldest armed debugger that wants an invocation with ``matches``."""
         for session in self._by_function.get(function_id, ()):
-            if session.state is state:
+            if session.state is SessionState.ARMED and self._wants(session.when, matches):
                 return session
         return None
 
-    def _next_invocation(self, function_id: str) -> Optional[Session]:
-        """The oldest invocation a debugger may attach to: waiting, or
-        detached with its old debug stream ended."""
-        for session in self._by_function.get(function_id, ()):
-            if session.state is SessionState.WAITING or (
-                session.state is SessionState.DETACHED and session.stream_ended
-            ):
+    @staticmethod
+    def _is_pairable(session: Session) -> bool:
+        """Whether a debugger may attach to the invocation of ``session``
+        now: waiting, or detached with its old debug stream ended."""
+        return session.state is SessionState.WAITING or (
+            session.state is SessionState.DETACHED and session.stream_ended
+        )
+
+    def _pairable(self, function_id: str) -> List[Session]:
+        return [s for s in self._by_function.get(function_id, ()) if self._is_pairable(s)]
+
+    def _next_invocation(self, function_id: str, when: Optional[str] = None) -> Optional[Session]:
+        """The oldest invocation that a debugger with filter ``when`` may attach to."""
+        for session in self._pairable(function_id):
+            if self._wants(when, session.matches):
                 return session
         return None
+
+    def _ask_about_filters(self, session: Session) -> None:
+        """Ask a pairable invocation about the filters of armed debuggers
+        that it has not evaluated (if its Lambda side can)."""
+        if session.matches is None or session.lambda_peer is None:
+            return
+        for armed in self._by_function.get(session.function_id, ()):
+            when = armed.when
+            if (
+                armed.state is SessionState.ARMED
+                and when is not None
+                and when not in session.matches
+                and when not in session.considering
+            ):
+                session.considering.add(when)
+                self._call(session.lambda_peer, "send_control", Consider(when=when))
+
+    def _join(self, session: Session, armed: Session, now: float) -> None:
+        """Pair the invocation of ``session`` with the debugger of ``armed``."""
+        debugger, when = armed.debugger_peer, armed.when
+        self._forget(armed)
+        session.debugger_peer = debugger
+        session.when = when
+        self._by_peer[debugger] = session
+        self._pair(session, now)
+
+    def _armed_message(self, function_id: str) -> Debuggers:
+        armed = [
+            {"id": s.debugger_number, "when": s.when}
+            for s in self._by_function.get(function_id, ())
+            if s.state is SessionState.ARMED
+        ]
+        return Debuggers(armed=armed, heartbeat_s=max(1, round(self.heartbeat_s)))
+
+    def _tell_watchers(self, function_id: str) -> None:
+        """Send the armed debuggers of ``function_id`` to its control connections."""
+        group = self._watchers.get(function_id)
+        if group:
+            message = self._armed_message(function_id)
+            for peer in list(group):
+                self._call(peer, "send_control", message)
 
     def _room_for(self, function_id: str, peer: Peer, side: Side, request_id: Optional[str]) -> bool:
         """Check the limits before a new session; refuse ``peer`` if full."""
@@ -459,6 +659,7 @@ class Registry:
         latest_ms = int((now + MAX_INVOCATION_S) * 1000)
         session.deadline_ms = min(invocation.deadline_ms, latest_ms) if invocation.deadline_ms else latest_ms
         self._by_peer[peer] = session
+        session.matches = dict(invocation.matches) if invocation.matches is not None else None
 
     def _add(self, function_id: str, state: SessionState, now: float) -> Session:
         session = Session(function_id, state, now)
@@ -468,7 +669,9 @@ class Registry:
 
     def _pair(self, session: Session, now: float) -> None:
         waited = now - session.since
+        was_armed = session.state is SessionState.ARMED
         session.state = SessionState.PAIRED
+        session.considering.clear()
         session.since = session.last_traffic = now
         session.attachments += 1
         invocation = session.invocation
@@ -479,6 +682,7 @@ class Registry:
             function_name=invocation.function_name,
             runtime=invocation.runtime,
             attachment=session.attachments,
+            when=session.when,
         )
         log_event(
             "paired",
@@ -486,16 +690,20 @@ class Registry:
             debugger_peer=session.debugger_peer.address,
             waited_s=waited,
             attachment=session.attachments,
+            when=session.when,
             **session.log_fields(),
         )
         self._call(session.lambda_peer, "send_control", message)
         self._call(session.debugger_peer, "send_control", message)
+        if was_armed:
+            self._tell_watchers(session.function_id)
 
     def _detach(self, session: Session, now: float, reason: str = "debugger disconnected") -> None:
         """The debugger left a paired session: forget it and tell the Lambda
         side, which keeps its connection while the handler runs."""
         self._by_peer.pop(session.debugger_peer, None)
         session.debugger_peer = None
+        session.when = None
         session.state = SessionState.DETACHED
         session.stream_ended = False
         session.since = now
@@ -518,7 +726,10 @@ class Registry:
         for peer in (session.lambda_peer, session.debugger_peer):
             if peer is not None:
                 self._by_peer.pop(peer, None)
+        was_armed = session.state is SessionState.ARMED
         session.state = SessionState.CLOSED
+        if was_armed:
+            self._tell_watchers(session.function_id)
 
     def _end(self, session: Session, code: Optional[int], reason: str, leaver: Optional[Peer] = None) -> None:
         """Forget ``session``, then close its peers other than ``leaver``."""

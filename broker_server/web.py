@@ -75,6 +75,21 @@ class SessionsApi(_DebuggerTokenRequired):
         self.finish(json.dumps(self.state.registry.snapshot(), separators=(",", ":")))
 
 
+class StatusApi(_DebuggerTokenRequired):
+    """``GET /api/status``: counts of what the broker holds, including the
+    warm containers' control connections per function ID."""
+
+    def get(self) -> None:
+        registry = self.state.registry
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        body = {
+            "sessions": len(registry),
+            "control_connections": registry.watcher_count(),
+            "control_connections_by_function": registry.watchers_by_function(),
+        }
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+
 class IndexPage(_DebuggerTokenRequired):
     """``GET /``: a page that lists the sessions, refreshed every 2 s."""
 
@@ -104,7 +119,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <p id="status">loading...</p>
 <table><thead><tr>
 <th>function ID</th><th>state</th><th>request ID</th><th>function</th><th>runtime</th>
-<th>since</th><th>time left</th><th>debuggers</th><th>bytes to debugger</th><th>bytes to Lambda</th>
+<th>since</th><th>time left</th><th>debuggers</th><th>when</th><th>bytes to debugger</th><th>bytes to Lambda</th>
 </tr></thead><tbody id="rows"></tbody></table>
 <script>
 "use strict";
@@ -128,7 +143,7 @@ async function refresh() {
       cell(row, s.function_name); cell(row, s.runtime);
       cell(row, new Date(s.since * 1000).toLocaleTimeString());
       cell(row, s.deadline_ms ? Math.max(0, Math.round((s.deadline_ms - now) / 1000)) + " s" : "", true);
-      cell(row, s.attachments, true);
+      cell(row, s.attachments, true); cell(row, s.when);
       cell(row, s.bytes_to_debugger, true); cell(row, s.bytes_to_lambda, true);
     }
     status.textContent = sessions.length + " session(s), updated " + new Date().toLocaleTimeString();

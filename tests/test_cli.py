@@ -33,7 +33,7 @@ def test_sessions_lists_what_the_broker_holds(broker, make_function, capsys):
         future.result(timeout=10)
 
 
-def test_the_sessions_table_shows_state_time_left_and_debuggers():
+def test_the_sessions_table_shows_state_time_left_debuggers_and_filters():
     now = 1_800_000_000.0
     table = format_sessions(
         [
@@ -54,14 +54,15 @@ def test_the_sessions_table_shows_state_time_left_and_debuggers():
                 "since": now - 3,
                 "deadline_ms": None,
                 "attachments": 0,
+                "when": "user == 'alice'",
             },
         ],
         now=now,
     )
     assert table.splitlines() == [
-        "FUNCTION ID  STATE     REQUEST ID  FUNCTION   AGE   TIME LEFT  DEBUGGERS",
-        "orders       detached  req-1       orders-fn  12 s  95 s       1",
-        "orders       armed     -           -          3 s   -          0",
+        "FUNCTION ID  STATE     REQUEST ID  FUNCTION   AGE   TIME LEFT  DEBUGGERS  WHEN",
+        "orders       detached  req-1       orders-fn  12 s  95 s       1          -",
+        "orders       armed     -           -          3 s   -          0          user == 'alice'",
     ]
 
 
@@ -153,7 +154,7 @@ def test_local_mode_without_a_debugger_runs_normally():
         stop_process(process)
     assert process.returncode == 0, err
     assert json.loads(json.loads(out)["body"])["message"] == "Hello, Lambda!"
-    assert "no debugger armed; running normally" in err
+    assert "control connection to the broker open; no debugger armed" in err
 
 
 def test_attach_warns_of_a_missing_token_and_a_listen_address_beyond_loopback(tmp_path):

@@ -71,7 +71,7 @@ def test_the_layer_is_laid_out_as_lambda_expects_and_small(built):
     top = {name.split("/")[0] for name in names}
     assert top == {"python", layer.WRAPPER_NAME}
     packages = {name.split("/")[1] for name in names if name.startswith("python/")}
-    assert {"lambda_debugger", "debugpy", "websocket"} <= packages
+    assert {"lambda_debugger", "debugpy", "websocket", "jmespath"} <= packages
     assert not packages & {"tornado", "broker_server", "tests", "awslambdaric", "bin"}
     assert not [
         n
@@ -100,9 +100,9 @@ def test_the_package_imports_from_the_layer_alone(built):
     site = str(unpacked / "python")
     probe = (
         "import sys; sys.path.insert(0, %r)\n"
-        "import lambda_debugger, debugpy, websocket\n"
+        "import lambda_debugger, debugpy, websocket, jmespath\n"
         "import lambda_debugger.lambda_side.proxy, lambda_debugger.lambda_side.child\n"
-        "for m in (lambda_debugger, debugpy, websocket): assert m.__file__.startswith(%r), m.__file__\n"
+        "for m in (lambda_debugger, debugpy, websocket, jmespath): assert m.__file__.startswith(%r), m.__file__\n"
         "try:\n    import tornado\nexcept ImportError:\n    print('no tornado')\n"
     ) % (site, site)
     # -I -S: no PYTHONPATH, no user or system site-packages; only the layer.

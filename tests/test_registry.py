@@ -467,6 +467,7 @@ def test_snapshot_and_byte_counts(registry):
             "bytes_to_debugger": 0,
             "bytes_to_lambda": 0,
             "attachments": 0,
+            "when": None,
         },
         {
             "function_id": "fn",
@@ -479,6 +480,7 @@ def test_snapshot_and_byte_counts(registry):
             "bytes_to_debugger": 101,
             "bytes_to_lambda": 7,
             "attachments": 1,
+            "when": None,
         },
         {
             "function_id": "fn",
@@ -491,6 +493,7 @@ def test_snapshot_and_byte_counts(registry):
             "bytes_to_debugger": 0,
             "bytes_to_lambda": 0,
             "attachments": 0,
+            "when": None,
         },
     ]
 

@@ -17,9 +17,10 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, List, Optional, TextIO, Tuple
 
-from lambda_debugger.wire import dap, pairing, protocol, relay
+from lambda_debugger.wire import dap, filters, pairing, protocol, relay
 from lambda_debugger.wire.endpoints import (
     SocketEndpoint,
     WebSocketEndpoint,
@@ -169,11 +170,17 @@ class AttachBridge:
         warn_at: Tuple[int, ...] = WARN_AT_S,
         first_message_s: float = FIRST_MESSAGE_S,
         prefetch: bool = True,
+        when: Optional[str] = None,
     ):
         if not protocol.valid_function_id(function_id):
             raise BridgeError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
+        if when is not None:
+            problem = filters.problem(when)
+            if problem:
+                raise BridgeError("--when: " + problem)
         self.function_id = function_id
         self.broker = broker
+        self.when = when
         self.url = protocol.broker_url(broker, protocol.DEFAULT_DEBUGGER_PORT, protocol.DEBUG_PATH_PREFIX + function_id)
         self.token = token
         self.out = out or sys.stderr
@@ -409,7 +416,7 @@ class AttachBridge:
         try:
             # The same dial as the proxy's: the DNS lookup is bounded too.
             ws = open_websocket(
-                self.url,
+                self.url + ("?" + urllib.parse.urlencode({"when": self.when}) if self.when is not None else ""),
                 timeout=self.connect_timeout_s,
                 header=protocol.bearer(self.token),
                 ca_file=(self.sslopt or {}).get("ca_certs"),
@@ -431,6 +438,7 @@ class AttachBridge:
         self._left_while_waiting(ide)
         started = time.monotonic()
         expires_ms = 0
+        armed_said = False
         last_report = 0.0
         while stop is None or not stop.is_set():
             waited, message = pairing.wait_step(broker, time.monotonic() + pairing.TICK_S, watch=[ide])
@@ -449,8 +457,18 @@ class AttachBridge:
                 raise SessionOver("the broker ended the wait: " + why)
             elif waited is Waited.SILENT:
                 raise SessionOver("the broker stopped answering while the bridge waited for an invocation")
+            elif isinstance(message, (protocol.Armed, protocol.Paired)) and message.when != self.when:
+                # A broker older than filters would pair with any invocation.
+                broker.close(protocol.CloseCode.NORMAL, "the broker does not support --when")
+                raise BridgeError(
+                    "the broker does not support --when (it is older than this package); upgrade the broker"
+                    " or attach without --when"
+                )
             elif isinstance(message, protocol.Armed):
                 expires_ms = message.expires_ms
+                if self.when is not None and not armed_said:
+                    armed_said = True
+                    self.say("armed for invocations of %s whose event matches %s" % (self.function_id, self.when))
             elif isinstance(message, protocol.Paired):
                 left = (message.deadline_ms - time.time() * 1000) / 1000.0
                 self.say(
@@ -473,7 +491,11 @@ class AttachBridge:
             now = time.monotonic()
             if self._tty or now - last_report >= REPORT_EVERY_S:
                 last_report = now
-                text = "waiting for an invocation of %s: %d s elapsed" % (self.function_id, now - started)
+                text = "waiting for an invocation of %s%s: %d s elapsed" % (
+                    self.function_id,
+                    " matching --when" if self.when is not None else "",
+                    now - started,
+                )
                 if expires_ms:
                     text += ", %d s before the broker gives up" % max(0, expires_ms / 1000.0 - time.time())
                 self.say(text, transient=True)

@@ -7,7 +7,7 @@ import sys
 from typing import List, Optional, Tuple
 
 from lambda_debugger import __version__
-from lambda_debugger.wire import protocol
+from lambda_debugger.wire import filters, protocol
 
 COMMANDS = ("broker", "attach", "sessions", "local", "layer")
 
@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not have the function send each stop's threads, stack and locals along with the stop"
         " (for diagnosis: every question of the IDE then crosses the network)",
+    )
+    attach.add_argument(
+        "--when",
+        metavar="EXPR",
+        help="pair only with invocations whose event matches this JMESPath expression, evaluated in the"
+        ' function (e.g. "name == \'alice\'" or "headers.\\"x-debug\\" == \'me\'"); other invocations are'
+        " neither paired with this debugger nor delayed by it",
     )
     attach.add_argument(
         "--warn-at",
@@ -184,6 +191,7 @@ def _attach(args) -> int:
             sslopt={"ca_certs": ca_file} if ca_file else None,
             warn_at=_warn_at(args.warn_at),
             prefetch=args.prefetch,
+            when=args.when,
         )
     except (BridgeError, ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
@@ -191,7 +199,10 @@ def _attach(args) -> int:
     except OSError as exc:
         print("lambda-debugger attach: cannot listen on %s: %s" % (args.listen, exc.strerror or exc), file=sys.stderr)
         return 2
-    bridge.say("bridging to %s" % bridge.url)
+    bridge.say(
+        "bridging to %s%s"
+        % (bridge.url, " for invocations whose event matches %s" % args.when if args.when is not None else "")
+    )
     if not bridge.token:
         bridge.say(
             "warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file); the broker"
@@ -249,6 +260,8 @@ def _print_vscode_config(args) -> int:
         if args.token and args.token_file:
             raise _UsageError("give --token or --token-file, not both")
         ca_file = _ca_file(args)
+        if args.when is not None and filters.problem(args.when):
+            raise _UsageError("--when: %s" % filters.problem(args.when))
     except (ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
@@ -262,6 +275,7 @@ def _print_vscode_config(args) -> int:
         ca_file=os.path.abspath(ca_file) if ca_file else None,
         once=args.once,
         prefetch=args.prefetch,
+        when=args.when,
     )
     print(render(files), end="")
     # Guidance goes to stderr so that stdout stays one JSON document.

@@ -1,7 +1,7 @@
 """``lambda-debugger layer``: build a Lambda layer zip of the Lambda side.
 
 The zip holds ``python/`` (this package without its local mode, plus
-manylinux wheels of debugpy and websocket-client for the chosen Python and
+manylinux wheels of debugpy, websocket-client and jmespath for the chosen Python and
 architecture, fetched by pip's ``--platform`` route, no Docker) and the exec
 wrapper ``lambda-debugger-wrapper`` at its root, which Lambda mounts as
 ``/opt/lambda-debugger-wrapper``.
@@ -20,7 +20,7 @@ from typing import List, Tuple
 from lambda_debugger.lambda_side import versions
 
 #: The Lambda side's dependencies, as in setup.cfg's install_requires.
-LAMBDA_REQUIREMENTS = (versions.DEBUGPY_REQUIREMENT, "websocket-client>=1.6")
+LAMBDA_REQUIREMENTS = (versions.DEBUGPY_REQUIREMENT, "websocket-client>=1.6", "jmespath>=1.0")
 
 ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}  # Lambda's name -> wheel platform
 PYTHON_VERSIONS = tuple("%d.%d" % version for version in versions.SUPPORTED_PYTHONS)
@@ -152,7 +152,7 @@ def _pip_install(site: str, arch: str, python: str, pip_args) -> None:
             "reachable?):\n%s" % (python, arch, tail)
         )
     for name in os.listdir(site):
-        if name == "bin" or name.endswith(".dist-info") and not name.startswith(("debugpy", "websocket")):
+        if name == "bin" or name.endswith(".dist-info") and not name.startswith(("debugpy", "websocket", "jmespath")):
             shutil.rmtree(os.path.join(site, name), ignore_errors=True)
 
 

@@ -75,11 +75,12 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
 
 def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
     """A table of sessions for the terminal; DEBUGGERS counts the debuggers
-    paired with the invocation so far (more than 1 after a re-attach)."""
+    paired with the invocation so far (more than 1 after a re-attach), WHEN
+    is the ``--when`` filter of the debugger armed or attached."""
     if not sessions:
         return "no sessions"
     now = time.time() if now is None else now
-    rows = [("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT", "DEBUGGERS")]
+    rows = [("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT", "DEBUGGERS", "WHEN")]
     for s in sessions:
         deadline = s.get("deadline_ms") or 0
         left = "%.0f s" % max(0, deadline / 1000.0 - now) if deadline else "-"
@@ -93,6 +94,7 @@ def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
                 age,
                 left,
                 str(s.get("attachments", 0)),
+                str(s.get("when") or "-"),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -105,6 +105,7 @@ def tasks_config(
     ca_file: Optional[str] = None,
     once: bool = False,
     prefetch: bool = True,
+    when: Optional[str] = None,
 ) -> dict:
     """The content of ``.vscode/tasks.json``.
 
@@ -117,6 +118,7 @@ def tasks_config(
         once: start the bridge with ``--once`` (it exits after one session,
             and the next F5 starts it again).
         prefetch: False starts the bridge with ``--no-prefetch``.
+        when: the bridge's ``--when`` filter, passed on as one argument.
     """
     inputs = []
     if function_id is None:
@@ -153,6 +155,8 @@ def tasks_config(
         args.append("--once")
     if not prefetch:
         args.append("--no-prefetch")
+    if when is not None:
+        args += ["--when", when]
     task = {
         "label": TASK_LABEL + (" (%s)" % function_id if function_id else ""),
         "type": "process",
@@ -186,6 +190,7 @@ def vscode_files(
     ca_file: Optional[str] = None,
     once: bool = False,
     prefetch: bool = True,
+    when: Optional[str] = None,
 ) -> Dict[str, dict]:
     """Both files, keyed by their path in the project."""
     return {
@@ -198,6 +203,7 @@ def vscode_files(
             ca_file=ca_file,
             once=once,
             prefetch=prefetch,
+            when=when,
         ),
     }
 

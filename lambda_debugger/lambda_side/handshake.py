@@ -9,11 +9,11 @@ one per invocation. Every way of ending without a debugger is one log line.
 import logging
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from lambda_debugger.lambda_side.budget import WaitBudget
 from lambda_debugger.lambda_side.config import LambdaConfig
-from lambda_debugger.wire import pairing, protocol
+from lambda_debugger.wire import filters, pairing, protocol
 from lambda_debugger.wire.endpoints import WebSocketEndpoint, describe_close, describe_error, open_websocket
 from lambda_debugger.wire.pairing import Waited
 
@@ -48,9 +48,19 @@ class Handshake:
     """
 
     def __init__(
-        self, config: LambdaConfig, context: Any, request_id: str, name: str, *, on_notice: Optional[Callable] = None
+        self,
+        config: LambdaConfig,
+        context: Any,
+        request_id: str,
+        name: str,
+        *,
+        on_notice: Optional[Callable] = None,
+        matches: Optional[Dict[str, bool]] = None,
+        event: Any = None,
     ):
         self.config = config
+        self.matches = dict(matches or {})  # filter results already known
+        self.event = event
         self.context = context
         self.request_id = request_id
         self.name = name  # how log lines name the session
@@ -75,6 +85,7 @@ class Handshake:
                     function_name=getattr(self.context, "function_name", None) or "",
                     runtime="python%d.%d" % sys.version_info[:2],
                     wait_ms=budget.wait_ms,
+                    matches=self.matches,
                 )
             )
         except Exception as exc:
@@ -116,5 +127,20 @@ class Handshake:
                     describe_close(code, self.broker.close_reason),
                 )
                 return None
+            if isinstance(message, protocol.Consider):
+                # A debugger with a filter armed while this invocation waits.
+                try:
+                    self.broker.send_control(self._considered(message.when))
+                except Exception as exc:
+                    log.warning("%s: broker connection failed (%s); running normally", self.name, describe_error(exc))
+                    return None
+                continue
             if isinstance(message, protocol.Paired):
+                if message.when is not None:
+                    log.info("%s: this event matches the debugger's filter %r", self.name, message.when[:200])
                 return message
+
+    def _considered(self, when: str) -> protocol.Considered:
+        if when not in self.matches:
+            self.matches[when] = filters.matches(when, self.event)
+        return protocol.Considered(when=when, matches=self.matches[when])

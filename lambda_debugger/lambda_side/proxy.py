@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Optional, Tuple, Union
 
-from lambda_debugger.lambda_side import child, errors, versions
+from lambda_debugger.lambda_side import child, control, errors, versions
 from lambda_debugger.lambda_side.budget import WaitBudget
 from lambda_debugger.lambda_side.child_process import ChildProcess
 from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.lambda_side.debugpy_endpoint import DebugpyEndpoint
-from lambda_debugger.lambda_side.handshake import Handshake, broker_breaker
+from lambda_debugger.lambda_side.handshake import BROKER_RETRY_AFTER_S, Handshake, broker_breaker
 from lambda_debugger.lambda_side.pipe import PipeMessage
-from lambda_debugger.wire import dap, protocol, relay
+from lambda_debugger.wire import dap, filters, protocol, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     WebSocketEndpoint,
@@ -154,8 +154,32 @@ class DebugSession:
         if broker_breaker.open():
             log.debug("%r: broker failed recently; not trying it yet", self)
             return None
+        matches: dict = {}
+        if self.config.wait_max_ms == 0:
+            # Always on: the control connection says whether anyone wants it.
+            try:
+                decision, matches = control.link.check(
+                    self.config,
+                    self.event,
+                    budget.connect_timeout(time.monotonic(), self.config.connect_timeout_s),
+                    repr(self),
+                )
+            except ConnectionError as exc:
+                broker_breaker.trip()
+                log.warning("%r: %s; running normally, next try in %d s", self, exc, BROKER_RETRY_AFTER_S)
+                return None
+            if decision is not control.Decision.ASK:
+                return None
         try:
-            shake = Handshake(self.config, self.context, self.request_id, repr(self), on_notice=self._on_notice)
+            shake = Handshake(
+                self.config,
+                self.context,
+                self.request_id,
+                repr(self),
+                on_notice=self._on_notice,
+                matches=matches,
+                event=self.event,
+            )
             try:
                 paired = shake.find_debugger(budget)
             finally:
@@ -188,7 +212,8 @@ class DebugSession:
             self.event,
             self.context,
             debug_logs=self.config.log_level == "debug",
-            close_fds=(self.broker.sock,),  # the broker connection is not the child's
+            # The broker connections are not the child's.
+            close_fds=(self.broker.sock,) + ((control.link.sock,) if control.link.sock is not None else ()),
             target=self.child_target,
         )
         self.child.start()
@@ -316,6 +341,14 @@ class DebugSession:
             )
         if isinstance(message, protocol.Paired):
             return self._reattach(message)
+        if isinstance(message, protocol.Consider):
+            try:
+                self.broker.send_control(
+                    protocol.Considered(when=message.when, matches=filters.matches(message.when, self.event))
+                )
+            except Exception as exc:
+                return self._without_broker("broker connection failed (%s)" % describe_error(exc))
+            return RelayMode.DETACHED
         self._on_notice(message)
         return RelayMode.DETACHED
 

@@ -17,7 +17,8 @@ import enum
 import json
 import re
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Optional, Union
+from dataclasses import field as default
+from typing import Dict, List, Optional, Union
 
 PROTOCOL_VERSION = 1
 
@@ -36,6 +37,9 @@ MAX_CLOSE_REASON_BYTES = 123
 
 #: Largest control message accepted, in bytes.
 MAX_CONTROL_MESSAGE_BYTES = 16 * 1024
+
+#: Longest ``--when`` expression a debugger may arm with, in characters.
+MAX_WHEN_CHARS = 1024
 
 
 class ProtocolError(ValueError):
@@ -148,6 +152,26 @@ def broker_url(address: str, default_port: int, path: str) -> str:
     return "%s://%s:%d%s" % (scheme, host, port, path)
 
 
+def _fits(value: object, kind: type, expected: object) -> bool:
+    """Whether ``value`` is a ``kind``, or None where the field is Optional."""
+    return isinstance(value, kind) or (value is None and expected != kind)
+
+
+def _check_contents(message: "Message") -> None:
+    """Check what the field types alone do not say."""
+    if isinstance(message, Invocation) and message.matches is not None:
+        if not all(isinstance(k, str) and isinstance(v, bool) for k, v in message.matches.items()):
+            raise ProtocolError("invocation.matches must map filters to true or false")
+    if isinstance(message, Debuggers):
+        for entry in message.armed:
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("id"), int)
+                and isinstance(entry.get("when"), (str, type(None)))
+            ):
+                raise ProtocolError("debuggers.armed entries must be {id: integer, when: string or null}")
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ProtocolError("broker port must be a number from 1 to 65535")
@@ -170,6 +194,10 @@ class Invocation:
     function_name: str = ""
     runtime: str = ""
     wait_ms: int = 0
+    #: The ``--when`` filters of armed debuggers that the Lambda side
+    #: evaluated against the event, and their results. None: a Lambda side
+    #: that cannot evaluate filters (older than them).
+    matches: Optional[Dict[str, bool]] = None
     protocol: int = PROTOCOL_VERSION
     type: str = "invocation"
 
@@ -184,6 +212,9 @@ class Armed:
 
     function_id: str
     expires_ms: int = 0
+    #: The debugger's ``--when`` filter as the broker took it; a bridge with
+    #: a filter refuses a broker that does not echo it.
+    when: Optional[str] = None
     type: str = "armed"
 
 
@@ -202,6 +233,8 @@ class Paired:
     #: 1 for the invocation's first debugger; more when a debugger attaches
     #: again after another left, while the handler runs on.
     attachment: int = 1
+    #: The debugger's ``--when`` filter, echoed as in ``Armed``.
+    when: Optional[str] = None
     type: str = "paired"
 
 
@@ -241,9 +274,57 @@ class Notice:
     type: str = "notice"
 
 
-Message = Union[Invocation, Armed, Paired, Detached, Ended, Notice]
+@dataclass(frozen=True)
+class Watch:
+    """Lambda -> broker, first message of a container's control connection:
+    tell me which debuggers are armed for this function ID, now and whenever
+    that changes. The connection carries nothing else from the Lambda side.
+    """
 
-_MESSAGE_TYPES = {cls.type: cls for cls in (Invocation, Armed, Paired, Detached, Ended, Notice)}
+    function_name: str = ""
+    runtime: str = ""
+    protocol: int = PROTOCOL_VERSION
+    type: str = "watch"
+
+
+@dataclass(frozen=True)
+class Debuggers:
+    """Broker -> Lambda on a control connection: the debuggers armed for the
+    function ID, as ``{"id": n, "when": expr or null}``, oldest first.
+
+    Sent at once, on every change, and again every ``heartbeat_s`` seconds,
+    so that the container can tell a live connection from a stale one.
+    """
+
+    armed: List[dict] = default(default_factory=list)
+    heartbeat_s: int = 20
+    type: str = "debuggers"
+
+
+@dataclass(frozen=True)
+class Consider:
+    """Broker -> Lambda, while an invocation waits: does your event match
+    this debugger's ``--when`` filter? Answered with :class:`Considered`."""
+
+    when: str
+    type: str = "consider"
+
+
+@dataclass(frozen=True)
+class Considered:
+    """Lambda -> broker: the result of a :class:`Consider`."""
+
+    when: str
+    matches: bool = False
+    type: str = "considered"
+
+
+Message = Union[Invocation, Armed, Paired, Detached, Ended, Notice, Watch, Debuggers, Consider, Considered]
+
+_MESSAGE_TYPES = {
+    cls.type: cls
+    for cls in (Invocation, Armed, Paired, Detached, Ended, Notice, Watch, Debuggers, Consider, Considered)
+}
 
 
 def encode(message: Message) -> str:
@@ -285,11 +366,18 @@ def decode(text: Union[str, bytes]) -> Message:
             pass
         elif (expected is int or expected == Optional[int]) and (isinstance(value, bool) or not isinstance(value, int)):
             raise ProtocolError("%s.%s must be an integer" % (cls.type, field.name))
-        if expected is str and not isinstance(value, str):
+        if (expected is str or expected == Optional[str]) and not _fits(value, str, expected):
             raise ProtocolError("%s.%s must be a string" % (cls.type, field.name))
+        if expected is bool and not isinstance(value, bool):
+            raise ProtocolError("%s.%s must be true or false" % (cls.type, field.name))
+        if expected == Optional[Dict[str, bool]] and not _fits(value, dict, expected):
+            raise ProtocolError("%s.%s must be an object" % (cls.type, field.name))
+        if expected == List[dict] and not isinstance(value, list):
+            raise ProtocolError("%s.%s must be a list" % (cls.type, field.name))
         values[field.name] = value
     message = cls(**values)
-    if isinstance(message, Invocation) and message.protocol != PROTOCOL_VERSION:
+    _check_contents(message)
+    if isinstance(message, (Invocation, Watch)) and message.protocol != PROTOCOL_VERSION:
         raise ProtocolError(
             "protocol version %d is not supported (this side speaks %d)" % (message.protocol, PROTOCOL_VERSION)
         )

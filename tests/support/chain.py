@@ -206,6 +206,20 @@ class BrokerProcess:
         with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
             return json.loads(response.read())
 
+    def status(self) -> dict:
+        request = urllib.request.Request(
+            "%s://127.0.0.1:%d/api/status" % (self.scheme, self.debugger_port),
+            headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
+        )
+        with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
+            return json.loads(response.read())
+
+    def lambda_connections(self) -> int:
+        """How many connections the broker accepted on its Lambda port."""
+        self.log.flush()
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return sum(1 for line in log if "event=connection_accepted" in line and " side=lambda " in line)
+
     def wait_for_state(self, state: str, count: int = 1, timeout: float = 15) -> list:
         def found():
             matching = [s for s in self.sessions() if s["state"] == state]
