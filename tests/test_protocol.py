@@ -18,6 +18,14 @@ def test_messages_round_trip():
         protocol.Ended("the handler returned", exit_code=0),
         protocol.Ended("the handler's process ended (signal: killed)", exit_code=-9),
         protocol.Ended("the debugger did not finish attaching in time"),
+        protocol.Invocation("req-1", 1, matches={"user == 'alice'": True, "a": False}),
+        protocol.Armed("my-fn", when="user == 'alice'"),
+        protocol.Paired("my-fn", "req-1", 1, when="a"),
+        protocol.Watch("fn", "python3.12"),
+        protocol.Debuggers(armed=[{"id": 1, "when": None}, {"id": 2, "when": "a"}], heartbeat_s=5),
+        protocol.Debuggers(),
+        protocol.Consider("a.b"),
+        protocol.Considered("a.b", matches=True),
     ):
         assert protocol.decode(protocol.encode(message)) == message
 
@@ -37,6 +45,16 @@ def test_messages_round_trip():
         ('{"type": "ended", "exit_code": 3}', "lacks 'message'"),
         ("x" * (protocol.MAX_CONTROL_MESSAGE_BYTES + 1), "larger than"),
         (b"\xff\xfe", "not JSON"),
+        ('{"type": "invocation", "request_id": "r", "deadline_ms": 1, "matches": []}', "must be an object"),
+        ('{"type": "invocation", "request_id": "r", "deadline_ms": 1, "matches": {"a": 1}}', "true or false"),
+        ('{"type": "armed", "function_id": "f", "when": 3}', "armed.when must be a string"),
+        ('{"type": "debuggers", "armed": {}}', "must be a list"),
+        ('{"type": "debuggers", "armed": [{"id": "1", "when": null}]}', "entries must be"),
+        ('{"type": "debuggers", "armed": [{"id": 1, "when": 2}]}', "entries must be"),
+        ('{"type": "debuggers", "armed": [7]}', "entries must be"),
+        ('{"type": "considered", "when": "a", "matches": "yes"}', "true or false"),
+        ('{"type": "consider"}', "lacks 'when'"),
+        ('{"type": "watch", "protocol": 2}', "not supported"),
     ],
 )
 def test_decode_rejects_malformed_messages(text, needle):

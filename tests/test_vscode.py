@@ -336,6 +336,8 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
             "ca.pem",
             "--once",
             "--no-prefetch",
+            "--when",
+            "user == 'alice'",
             "--print-vscode-config",
         ],
         cwd=str(tmp_path),
@@ -362,6 +364,8 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
         str(ca_file),
         "--once",
         "--no-prefetch",
+        "--when",
+        "user == 'alice'",
     ]
     assert DEBUGGER_TOKEN not in run.stdout + run.stderr
     with_token = subprocess.run(
@@ -395,6 +399,7 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
         (["--remote-root", "var/task"], "--remote-root must be an absolute path"),
         (["--broker", "ws://a/b"], "broker address must be"),
         (["--ca-file", "/nonexistent.pem"], "no such file"),
+        (["--when", "user =="], "--when: not a valid JMESPath expression"),
     ],
 )
 def test_print_vscode_config_rejects_bad_values(capsys, extra, message):
