@@ -1,10 +1,11 @@
 """Added latency per invocation when active but nobody attaches.
 
-Runs the same handler in the real runtime client twice: plain, and with
-``DEBUGGER_ACTIVE`` on, a live broker and ``DEBUGGER_WAIT_MAX=0`` (pair only
-with a debugger already armed). Compares the median invocation durations
-measured by the embedded Runtime API, and counts the connections the broker
-accepted from the function. With ``--broker-rtt`` a delay proxy
+Runs the same handler in two containers of the real runtime client, invoked
+in turn: plain, and with ``DEBUGGER_ACTIVE`` on, a live broker and
+``DEBUGGER_WAIT_MAX=0`` (pair only with a debugger already armed). Compares
+the invocation durations measured by the embedded Runtime API (the median of
+the paired differences), and counts the connections the broker accepted
+from the function. With ``--broker-rtt`` a delay proxy
 (``bench/delay_proxy.py``) sits between the function and the broker.
 
     python bench/idle_latency.py [--invocations 200] [--broker-rtt 0]
@@ -26,16 +27,22 @@ from lambda_debugger.local.function import LocalFunction
 HANDLER = "def handler(event, context):\n    return {'ok': True}\n\nimport lambda_debugger\n"
 
 
-def measure(root, env, invocations):
+def measure(root, plain_env, active_env, invocations):
+    """Invoke a plain container and an active one in turn, so that both see
+    the same machine load; return their durations in seconds."""
     with open(os.devnull, "wb") as devnull:
-        with LocalFunction("app.handler", task_root=root, timeout_s=30, env=env, stdout=devnull, stderr=devnull) as fn:
-            fn.invoke({})  # cold start, not counted
-            samples = []
-            for _ in range(invocations):
-                result = fn.invoke({})
-                assert result.ok, result.payload
-                samples.append(result.duration_ms / 1000.0)
-            return samples
+        run = dict(task_root=root, timeout_s=30, stdout=devnull, stderr=devnull)
+        with LocalFunction("app.handler", env=plain_env, **run) as plain:
+            with LocalFunction("app.handler", env=active_env, **run) as active:
+                for fn in (plain, active):
+                    fn.invoke({})  # cold start, not counted
+                samples = {"plain": [], "active": []}
+                for _ in range(invocations):
+                    for name, fn in (("plain", plain), ("active", active)):
+                        result = fn.invoke({})
+                        assert result.ok, result.payload
+                        samples[name].append(result.duration_ms / 1000.0)
+                return samples["plain"], samples["active"]
 
 
 class ConnectionCount(logging.Handler):
@@ -74,9 +81,9 @@ def main():
         with tempfile.TemporaryDirectory() as root:
             with open(os.path.join(root, "app.py"), "w") as f:
                 f.write(HANDLER)
-            plain = measure(root, {"PYTHONPATH": REPO}, args.invocations)
-            active = measure(
+            plain, active = measure(
                 root,
+                {"PYTHONPATH": REPO},
                 {
                     "PYTHONPATH": REPO,
                     "DEBUGGER_ACTIVE": "1",
@@ -92,13 +99,15 @@ def main():
             link.stop()
         broker.stop()
     report([("invocation, active, nobody attached (p50)", median_ms(active), median_ms(plain))])
+    differences = [a - p for a, p in zip(active, plain)]
     print(
-        "added per invocation: %.3f ms (median of %d invocations each)"
-        % (median_ms(active) - median_ms(plain), args.invocations)
+        "added per invocation: %.3f ms (median of %d paired differences; medians differ by %.3f ms)"
+        % (median_ms(differences), args.invocations, median_ms(active) - median_ms(plain))
     )
     print(
-        "broker connections from the function: %d for %d invocations (and a cold start); %g ms to the broker"
-        % (counter.count, args.invocations, args.broker_rtt)
+        "broker connections from the function: %d for %d invocations (and a cold start), %.1f per 1,000;"
+        " %g ms round trip to the broker"
+        % (counter.count, args.invocations, counter.count * 1000.0 / (args.invocations + 1), args.broker_rtt)
     )
 
 
