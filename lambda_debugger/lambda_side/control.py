@@ -221,7 +221,7 @@ class ControlLink:
         self.armed = []
         if code == protocol.CloseCode.UNAUTHORIZED:
             raise ConnectionError("broker closed the connection: %s" % describe_close(code, reason))
-        if code == protocol.CloseCode.BAD_REQUEST and "watch" in reason:
+        if code == protocol.CloseCode.BAD_REQUEST and "unknown control message type 'watch'" in reason:
             self.unsupported_until = float("inf")
             log.info(
                 "lambda_debugger: the broker does not offer control connections (it is older than this "
