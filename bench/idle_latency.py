@@ -99,7 +99,7 @@ def main():
             link.stop()
         broker.stop()
     report([("invocation, active, nobody attached (p50)", median_ms(active), median_ms(plain))])
-    differences = [a - p for a, p in zip(active, plain)]
+    differences = [a - p for a, p in zip(active, plain, strict=True)]
     print(
         "added per invocation: %.3f ms (median of %d paired differences; medians differ by %.3f ms)"
         % (median_ms(differences), args.invocations, median_ms(active) - median_ms(plain))
