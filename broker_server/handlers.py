@@ -14,6 +14,7 @@ direction is in the broker's memory.
 import hmac
 import logging
 import time
+import urllib.parse
 from typing import Any, Optional, Set, Tuple, Union
 
 from tornado.ioloop import IOLoop
@@ -357,11 +358,11 @@ def _stop_pinging(handler: WebSocketHandler) -> None:
     """Stop Tornado's keepalive pings of one connection (the application's
     setting applies to all): a frozen container cannot answer them."""
     connection: Any = handler.ws_connection
-    task = getattr(connection, "_ping_coroutine", None)  # Tornado 6.3 and later
+    task = getattr(connection, "_ping_coroutine", None)  # newer Tornado
     if task is not None:
         task.cancel()
         connection._ping_coroutine = None
-    callback = getattr(connection, "ping_callback", None)  # Tornado 6.2
+    callback = getattr(connection, "ping_callback", None)  # older Tornado
     if callback is not None:
         callback.stop()
 
@@ -379,7 +380,9 @@ class DebugSocket(BrokerSocket):
         return self.config.debugger_token
 
     def accepted(self) -> None:
-        when = self.get_query_argument("when", None)
+        # Read exactly as sent: Tornado's own getter strips whitespace.
+        values = urllib.parse.parse_qs(self.request.query, keep_blank_values=True).get("when")
+        when = values[-1] if values else None
         if when is not None:
             problem = filters.problem(when)
             if problem:

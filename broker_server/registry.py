@@ -31,11 +31,13 @@ without asking the broker.
 """
 
 import enum
+import json
 import logging
 import time
 from typing import Dict, List, Optional, Protocol, Set, Tuple
 
 from lambda_debugger.wire.protocol import (
+    MAX_FILTERS_BYTES,
     Armed,
     CloseCode,
     Consider,
@@ -64,6 +66,9 @@ MAX_INVOCATION_S = 900.0
 #: Seconds between the armed lists re-sent on control connections. A
 #: container that heard nothing for three of these re-opens its connection.
 HEARTBEAT_S = 20
+
+#: Most distinct ``--when`` filters armed at once for one function ID.
+MAX_FILTERS = 32
 
 #: A control connection is closed after this long and the container opens a
 #: new one at its next invocation: this bounds what a container that vanished
@@ -279,9 +284,11 @@ class Registry:
             self._add_invocation(session, peer, invocation, now)
             self._pair(session, now)
             return session
-        if not invocation.wait_ms:
+        if not invocation.wait_ms and not self._unasked_filters(function_id, matches):
             # A proxy with no time to wait pairs only with an armed debugger;
-            # it learns at once that none is there.
+            # it learns at once that none is there. (One that has not
+            # evaluated an armed debugger's filter is asked first: it waits
+            # for the answer within its connect timeout.)
             self._call(peer, "close", CloseCode.NOT_WAITING, "no debugger armed")
             return None
         if not self._room_for(function_id, peer, Side.LAMBDA, invocation.request_id):
@@ -318,7 +325,9 @@ class Registry:
             self._by_peer[peer] = session
             self._pair(session, now)
             return session
-        if not self._room_for(function_id, peer, Side.DEBUGGER, None):
+        if not self._room_for(function_id, peer, Side.DEBUGGER, None) or not self._room_for_filter(
+            function_id, peer, when
+        ):
             return None
         session = self._add(function_id, SessionState.ARMED, now)
         session.debugger_peer = peer
@@ -341,15 +350,18 @@ class Registry:
         Answers that come too late (the invocation was paired meanwhile)
         are dropped."""
         session = self._by_peer.get(peer)
-        if session is None or session.side_of(peer) is not Side.LAMBDA or session.matches is None:
-            return
+        if session is None or session.side_of(peer) is not Side.LAMBDA or when not in session.considering:
+            return  # not asked (only what was asked is kept), or asked before a pairing
         session.considering.discard(when)
         session.matches[when] = matches
-        if not matches or not self._is_pairable(session):
+        if not self._is_pairable(session):
             return
-        armed = self._armed_for(session.function_id, session.matches)
+        armed = self._armed_for(session.function_id, session.matches) if matches else None
         if armed is not None:
             self._join(session, armed, now)
+        elif session.state is SessionState.WAITING and not session.invocation.wait_ms and not session.considering:
+            # It waited only for its answers, and no armed debugger wants it.
+            self._end(session, CloseCode.NOT_WAITING, "no debugger armed for this event")
 
     # Control connections --------------------------------------------------
 
@@ -587,6 +599,46 @@ class Registry:
                 return session
         return None
 
+    def _unasked_filters(self, function_id: str, matches: Optional[Dict[str, bool]]) -> bool:
+        """Whether an armed debugger's filter is one that an invocation
+        with ``matches`` could evaluate and has not."""
+        return matches is not None and any(
+            s.state is SessionState.ARMED and s.when is not None and s.when not in matches
+            for s in self._by_function.get(function_id, ())
+        )
+
+    def _room_for_filter(self, function_id: str, peer: Peer, when: Optional[str]) -> bool:
+        """Check the limits on a function ID's distinct filters, which every
+        control connection and invocation carries; refuse ``peer`` if full."""
+        if when is None:
+            return True
+        filters = {s.when for s in self._by_function.get(function_id, ()) if s.state is SessionState.ARMED}
+        filters.discard(None)
+        if when in filters:
+            return True
+        filters.add(when)
+        if len(filters) <= MAX_FILTERS and len(json.dumps(sorted(filters))) <= MAX_FILTERS_BYTES:
+            return True
+        reason = (
+            "the function ID has as many different --when filters armed as it may (%d, or %d KiB); "
+            % (
+                MAX_FILTERS,
+                MAX_FILTERS_BYTES // 1024,
+            )
+            + "reuse one or end some"
+        )
+        log_event(
+            "limit_hit",
+            logging.WARNING,
+            side=Side.DEBUGGER,
+            function_id=function_id,
+            peer=peer.address,
+            code=int(CloseCode.TOO_MANY_SESSIONS),
+            reason=reason,
+        )
+        self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
+        return False
+
     def _ask_about_filters(self, session: Session) -> None:
         """Ask a pairable invocation about the filters of armed debuggers
         that it has not evaluated (if its Lambda side can)."""
@@ -613,11 +665,14 @@ class Registry:
         self._pair(session, now)
 
     def _armed_message(self, function_id: str) -> Debuggers:
-        armed = [
-            {"id": s.debugger_number, "when": s.when}
-            for s in self._by_function.get(function_id, ())
-            if s.state is SessionState.ARMED
-        ]
+        """The armed debuggers, one entry per distinct filter (the oldest
+        debugger's number), so that the message stays within the filter
+        limits however many debuggers share a filter."""
+        armed, seen = [], set()
+        for s in self._by_function.get(function_id, ()):
+            if s.state is SessionState.ARMED and s.when not in seen:
+                seen.add(s.when)
+                armed.append({"id": s.debugger_number, "when": s.when})
         return Debuggers(armed=armed, heartbeat_s=max(1, round(self.heartbeat_s)))
 
     def _tell_watchers(self, function_id: str) -> None:

@@ -45,13 +45,31 @@ def test_a_watcher_hears_the_armed_debuggers_at_once_and_on_every_change(registr
     assert armed_lists(watcher)[-1] == []
 
 
-def test_debuggers_are_numbered_so_a_container_can_tell_them_apart(registry):
+def test_a_watcher_hears_each_filter_once_named_by_its_oldest_debugger(registry):
     watcher = FakePeer("container")
     registry.watcher_arrived(watcher, "fn", T0)
-    for name in ("d1", "d2"):
-        registry.debugger_arrived(FakePeer(name), "fn", T0, when=ALICE)
+    for name, when in (("d1", ALICE), ("d2", None), ("d3", ALICE), ("d4", None), ("d5", BOB)):
+        registry.debugger_arrived(FakePeer(name), "fn", T0, when=when)
     last = [m for m in watcher.sent if isinstance(m, Debuggers)][-1]
-    assert last.armed == [{"id": 1, "when": ALICE}, {"id": 2, "when": ALICE}]
+    assert last.armed == [{"id": 1, "when": ALICE}, {"id": 2, "when": None}, {"id": 5, "when": BOB}]
+
+
+def test_the_filters_of_one_function_id_are_bounded(registry):
+    registry.max_sessions, registry.max_sessions_per_function = 1000, 1000
+    for i in range(32):
+        assert registry.debugger_arrived(FakePeer("d%d" % i), "fn", T0, when="user == '%d'" % i)
+    assert registry.debugger_arrived(FakePeer("same"), "fn", T0, when="user == '0'")  # an armed filter: fine
+    assert registry.debugger_arrived(FakePeer("anyone"), "fn", T0)  # no filter: fine
+    refused = FakePeer("one-too-many")
+    assert registry.debugger_arrived(refused, "fn", T0, when="user == 'x'") is None
+    assert refused.closed[0] == CloseCode.TOO_MANY_SESSIONS and "--when filters" in refused.closed[1]
+    # Few but long filters hit the size bound first (JSON escapes count).
+    wide = Registry()
+    long_filter = "user == '%s'" % ("é" * 490)  # 6 bytes each in JSON
+    taken = 0
+    while wide.debugger_arrived(FakePeer("w%d" % taken), "wide", T0, when=long_filter + str(taken)):
+        taken += 1
+    assert 1 <= taken < 8
 
 
 def test_the_heartbeat_resends_and_renews_old_connections(registry):

@@ -48,7 +48,6 @@ class Decision(enum.Enum):
 
     RUN = "run"  # no armed debugger wants it: run the handler at once
     ASK = "ask"  # announce it to the broker (a debugger wants it, or no control connection)
-    FAILED = "failed"  # the broker cannot be reached: run the handler (logged)
 
 
 class ControlLink:
@@ -70,6 +69,7 @@ class ControlLink:
         self.unsupported_until = 0.0
         self.opened = 0  # connections opened in this process
         self._decoder = wsframes.FrameDecoder(max_payload=protocol.MAX_CONTROL_MESSAGE_BYTES)
+        self._fragments: List[bytes] = []
 
     def fileno(self) -> int:
         """The socket's descriptor, or -1 (a forked child closes it)."""
@@ -112,15 +112,18 @@ class ControlLink:
                 pass
         self.sock = None
         self._decoder = wsframes.FrameDecoder(max_payload=protocol.MAX_CONTROL_MESSAGE_BYTES)
+        self._fragments = []
 
     # Internals ----------------------------------------------------------
 
     def _decide(self, event: Any, name: str) -> Tuple[Decision, Dict]:
         if not self.armed:
             return Decision.RUN, {}
-        when = {entry["when"] for entry in self.armed if entry["when"] is not None}
-        results = filters.evaluate(sorted(when), event) if when else {}
-        if len(when) < len(self.armed) or any(results.values()):
+        when = [entry.get("when") for entry in self.armed]
+        anyone = None in when  # a debugger without a filter wants every invocation
+        distinct = sorted({w for w in when if isinstance(w, str)})
+        results = filters.evaluate(distinct, event) if distinct else {}
+        if anyone or any(results.values()):
             return Decision.ASK, results
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: no armed debugger's filter matches this event; running normally", name)
@@ -146,6 +149,7 @@ class ControlLink:
         self.sock = sock
         self.opened += 1
         self._answered = False
+        self._close = None
         try:
             while not self._answered and self.sock is not None:
                 left = deadline - time.monotonic()
@@ -153,12 +157,11 @@ class ControlLink:
                     raise socket.timeout("no answer within %.1f s" % timeout)
                 sock.settimeout(left)
                 self._read_once(sock.recv(4096))
-        except ConnectionError:
-            raise
         except Exception as exc:
             self.close()
             raise ConnectionError("broker did not answer (%s)" % describe_error(exc)) from None
         if self.sock is None:
+            self._refused()
             return False
         # Once per container; re-opened connections only at debug level.
         level = logging.INFO if self.opened == 1 else logging.DEBUG
@@ -166,6 +169,33 @@ class ControlLink:
         return True
 
     _answered = False
+    _close: Optional[Tuple[Optional[int], str]] = None  # what the broker closed with
+
+    def _refused(self) -> None:
+        """The broker closed a new control connection instead of answering:
+        say why, and ask per invocation for a while (for good if it is
+        older than control connections).
+
+        Raises:
+            ConnectionError: it refused the token; retrying cannot help.
+        """
+        code, reason = self._close or (None, "")
+        why = describe_close(code, reason)
+        if code == protocol.CloseCode.UNAUTHORIZED:
+            raise ConnectionError("broker closed the connection: %s" % why)
+        if code == protocol.CloseCode.BAD_REQUEST and "unknown control message type 'watch'" in reason:
+            self.unsupported_until = float("inf")
+            log.info(
+                "lambda_debugger: the broker does not offer control connections (it is older than this "
+                "package); each invocation asks it for a debugger"
+            )
+            return
+        self.unsupported_until = time.time() + RETRY_AFTER_S
+        log.warning(
+            "lambda_debugger: the broker refused a control connection (%s); invocations ask it for a debugger for %d s",
+            why,
+            RETRY_AFTER_S,
+        )
 
     def _drain(self) -> None:
         """Read, without blocking, what the broker sent since the last look."""
@@ -179,69 +209,60 @@ class ControlLink:
                 except _WOULD_BLOCK:
                     return
                 self._read_once(data)
-        except ConnectionError:
-            self.close()  # closed by the broker; re-opened by the caller
         except Exception as exc:
             log.debug("control connection failed (%s); opening a new one", describe_error(exc))
             self.close()
 
     def _read_once(self, data: bytes) -> None:
-        """Handle bytes read from the broker.
+        """Handle bytes read from the broker; at its close (or EOF) the
+        connection is dropped and ``_close`` says why.
 
         Raises:
-            ConnectionError: the broker closed the connection; the close
-                code says whether to try again (``UNAUTHORIZED`` does not).
-            wsframes.FrameError, protocol.ProtocolError: bad bytes.
+            wsframes.FrameError: bytes that are not WebSocket frames.
+            OSError: a pong could not be sent.
         """
         if not data:
             self.close()
             return
         self.heard = time.time()
-        for _, opcode, payload in self._decoder.feed(data):
-            if opcode == wsframes.OP_TEXT:
-                message = protocol.decode(payload)
-                if isinstance(message, protocol.Debuggers):
-                    self.armed = list(message.armed)
-                    self.heartbeat_s = max(1.0, float(message.heartbeat_s))
-                    self._answered = True
+        for fin, opcode, payload in self._decoder.feed(data):
+            if opcode in (wsframes.OP_TEXT, wsframes.OP_CONT):
+                self._fragments.append(payload)
+                if not fin:
+                    continue
+                text, self._fragments = b"".join(self._fragments), []
+                self._message(text)
             elif opcode == wsframes.OP_PING and self.sock is not None:
                 timeout = self.sock.gettimeout()
                 self.sock.settimeout(1.0)
                 self.sock.sendall(wsframes.encode(wsframes.OP_PONG, payload))
                 self.sock.settimeout(timeout)
             elif opcode == wsframes.OP_CLOSE:
-                self._closed_by_broker(payload)
+                from lambda_debugger.wire.endpoints import parse_close
+
+                self._close = parse_close(payload)
+                self.close()
+                self.armed = []
                 return
 
-    def _closed_by_broker(self, payload: bytes) -> None:
-        from lambda_debugger.wire.endpoints import parse_close
-
-        code, reason = parse_close(payload)
-        self.close()
-        self.armed = []
-        if code == protocol.CloseCode.UNAUTHORIZED:
-            raise ConnectionError("broker closed the connection: %s" % describe_close(code, reason))
-        if code == protocol.CloseCode.BAD_REQUEST and "unknown control message type 'watch'" in reason:
-            self.unsupported_until = float("inf")
-            log.info(
-                "lambda_debugger: the broker does not offer control connections (it is older than this "
-                "package); each invocation asks it for a debugger"
-            )
-        elif code == protocol.CloseCode.TOO_MANY_SESSIONS:
-            self.unsupported_until = time.time() + RETRY_AFTER_S
-            log.warning(
-                "lambda_debugger: the broker refused a control connection (%s); invocations ask it for "
-                "a debugger for %d s",
-                describe_close(code, reason),
-                RETRY_AFTER_S,
-            )
+    def _message(self, text: bytes) -> None:
+        try:
+            message = protocol.decode(text)
+        except protocol.ProtocolError as exc:
+            # A newer broker's message, or a malformed one: not ours to act on.
+            log.debug("ignored a control message: %s", exc)
+            return
+        if isinstance(message, protocol.Debuggers):
+            self.armed = list(message.armed)
+            self.heartbeat_s = max(1.0, float(message.heartbeat_s))
+            self._answered = True
 
 
 def describe_armed(armed: List[dict]) -> str:
     """The armed debuggers in words, for the function's log."""
     if not armed:
         return "no debugger armed"
-    filtered = [entry["when"] for entry in armed if entry["when"] is not None]
+    filtered = [entry["when"] for entry in armed if entry.get("when") is not None]
     text = "%d debugger%s armed" % (len(armed), "" if len(armed) == 1 else "s")
     if filtered:
         text += " (filters: %s)" % ", ".join(repr(w[:80]) for w in filtered[:3])

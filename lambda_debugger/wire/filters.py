@@ -67,10 +67,16 @@ def problem(when: str) -> Optional[str]:
         return "the expression is empty"
     if len(when) > MAX_WHEN_CHARS:
         return "the expression is longer than %d characters" % MAX_WHEN_CHARS
+    if any(ord(c) < 32 and c not in " \t\n\r" for c in when):
+        return "the expression holds control characters"
     import jmespath
 
     try:
         jmespath.compile(when)
     except jmespath.exceptions.JMESPathError as exc:
         return "not a valid JMESPath expression: %s" % " ".join(str(exc).split())
+    except RecursionError:
+        return "not a valid JMESPath expression: nested too deeply"
+    except Exception as exc:  # the parser's own faults count as invalid too
+        return "not a valid JMESPath expression: %s" % type(exc).__name__
     return None

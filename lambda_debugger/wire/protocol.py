@@ -39,7 +39,11 @@ MAX_CLOSE_REASON_BYTES = 123
 MAX_CONTROL_MESSAGE_BYTES = 16 * 1024
 
 #: Longest ``--when`` expression a debugger may arm with, in characters.
-MAX_WHEN_CHARS = 1024
+MAX_WHEN_CHARS = 512
+
+#: Most the distinct ``--when`` filters armed for one function ID may take,
+#: as JSON: what a control connection's ``debuggers`` message carries.
+MAX_FILTERS_BYTES = 8 * 1024
 
 
 class ProtocolError(ValueError):
@@ -164,12 +168,8 @@ def _check_contents(message: "Message") -> None:
             raise ProtocolError("invocation.matches must map filters to true or false")
     if isinstance(message, Debuggers):
         for entry in message.armed:
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("id"), int)
-                and isinstance(entry.get("when"), (str, type(None)))
-            ):
-                raise ProtocolError("debuggers.armed entries must be {id: integer, when: string or null}")
+            if not (isinstance(entry, dict) and isinstance(entry.get("when"), (str, type(None)))):
+                raise ProtocolError("debuggers.armed entries must be objects whose when is a string or null")
 
 
 def _port(text: str) -> int:
@@ -195,8 +195,9 @@ class Invocation:
     runtime: str = ""
     wait_ms: int = 0
     #: The ``--when`` filters of armed debuggers that the Lambda side
-    #: evaluated against the event, and their results. None: a Lambda side
-    #: that cannot evaluate filters (older than them).
+    #: evaluated against the event, and their results (this side sends the
+    #: matches only). None: a Lambda side that cannot evaluate filters
+    #: (older than them).
     matches: Optional[Dict[str, bool]] = None
     protocol: int = PROTOCOL_VERSION
     type: str = "invocation"
@@ -290,7 +291,8 @@ class Watch:
 @dataclass(frozen=True)
 class Debuggers:
     """Broker -> Lambda on a control connection: the debuggers armed for the
-    function ID, as ``{"id": n, "when": expr or null}``, oldest first.
+    function ID, one ``{"id": n, "when": expr or null}`` per distinct filter
+    (``id`` numbers the oldest debugger with it), oldest first.
 
     Sent at once, on every change, and again every ``heartbeat_s`` seconds,
     so that the container can tell a live connection from a stale one.
@@ -345,7 +347,7 @@ def decode(text: Union[str, bytes]) -> Message:
         raise ProtocolError("control message larger than %d bytes" % MAX_CONTROL_MESSAGE_BYTES)
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("control message is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("control message must be a JSON object")
