@@ -31,7 +31,7 @@ from .config import DEBUGGER_TOKEN_VARIABLE, LAMBDA_TOKEN_VARIABLE, BrokerConfig
 from .handlers import BrokerState, DebugSocket, LambdaSocket
 from .logfmt import format_event, log_event, logger
 from .registry import Registry
-from .web import HealthHandler, IndexPage, SessionsApi, StatusApi
+from .web import HealthHandler, IndexPage, NoIcon, SessionsApi, StateApi, StatusApi, UiFile
 
 #: Seconds between two runs of the reaper.
 REAP_INTERVAL_S = 1.0
@@ -65,6 +65,9 @@ def make_apps(
             (r"/debug/(.*)", DebugSocket, shared),
             (r"/api/sessions", SessionsApi, shared),
             (r"/api/status", StatusApi, shared),
+            (r"/api/state", StateApi, shared),
+            (r"/ui/([a-z.]+)", UiFile),
+            (r"/favicon.ico", NoIcon),
             (r"/", IndexPage, shared),
             (r"/healthz", HealthHandler),
         ],

@@ -227,6 +227,7 @@ class BrokerSocket(WebSocketHandler):
             return
         if isinstance(control, Ended):
             log_event("handler_ended", exit_code=control.exit_code, message=control.message, **self.log_fields())
+            self.registry.handler_ended(self, control.message, control.exit_code)
         # Relayed as received: decode() ignores unknown fields, the partner
         # may know them.
         await self._relay(message, binary=False)

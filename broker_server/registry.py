@@ -30,11 +30,12 @@ change and every ``heartbeat_s``, so that an invocation nobody wants runs
 without asking the broker.
 """
 
+import collections
 import enum
 import json
 import logging
 import time
-from typing import Dict, List, Optional, Protocol, Set, Tuple
+from typing import Deque, Dict, List, Optional, Protocol, Set, Tuple
 
 from lambda_debugger.wire.protocol import (
     MAX_FILTERS_BYTES,
@@ -66,6 +67,9 @@ MAX_INVOCATION_S = 900.0
 #: Seconds between the armed lists re-sent on control connections. A
 #: container that heard nothing for three of these re-opens its connection.
 HEARTBEAT_S = 20
+
+#: How many ended invocations the broker remembers (for the web page).
+RECENT_ENDED = 50
 
 #: Most distinct ``--when`` filters armed at once for one function ID.
 MAX_FILTERS = 32
@@ -143,6 +147,9 @@ class Session:
         self.matches: Optional[Dict[str, bool]] = None
         #: Filters the invocation was asked about and has not answered.
         self.considering: Set[str] = set()
+        #: What the Lambda side said when the handler ended (``Ended``).
+        self.ended_message: Optional[str] = None
+        self.exit_code: Optional[int] = None
 
     @property
     def request_id(self) -> Optional[str]:
@@ -179,9 +186,19 @@ class Session:
         elif side is Side.DEBUGGER:
             self.bytes_to_lambda += nbytes
 
-    def to_dict(self) -> dict:
-        """Return the plain-data view used by ``GET /api/sessions``."""
+    def to_dict(self, pairing_timeout_s: float = 0.0) -> dict:
+        """Return the plain-data view used by ``GET /api/sessions``.
+
+        ``wait_ends_ms`` is when a waiting invocation stops waiting for a
+        debugger, ``expires_ms`` when an armed debugger stops waiting for an
+        invocation (given ``pairing_timeout_s``); both Unix ms, else None.
+        """
         invocation = self.invocation
+        wait_ends_ms = expires_ms = None
+        if self.state is SessionState.WAITING and invocation is not None:
+            wait_ends_ms = min(int(self.since * 1000) + invocation.wait_ms, self.deadline_ms)
+        elif self.state is SessionState.ARMED and pairing_timeout_s:
+            expires_ms = int((self.since + pairing_timeout_s) * 1000)
         return {
             "function_id": self.function_id,
             "state": self.state.value,
@@ -194,6 +211,8 @@ class Session:
             "bytes_to_lambda": self.bytes_to_lambda,
             "attachments": self.attachments,
             "when": self.when,
+            "wait_ends_ms": wait_ends_ms,
+            "expires_ms": expires_ms,
         }
 
     def log_fields(self) -> dict:
@@ -241,6 +260,8 @@ class Registry:
         self._watched: Dict[Peer, str] = {}
         self._debuggers_armed = 0  # numbers armed debuggers
         self._last_heartbeat = 0.0
+        #: The last invocations that ended, newest first, as plain data.
+        self.recent: Deque[dict] = collections.deque(maxlen=RECENT_ENDED)
 
     @classmethod
     def from_config(cls, config) -> "Registry":
@@ -361,7 +382,7 @@ class Registry:
             self._join(session, armed, now)
         elif session.state is SessionState.WAITING and not session.invocation.wait_ms and not session.considering:
             # It waited only for its answers, and no armed debugger wants it.
-            self._end(session, CloseCode.NOT_WAITING, "no debugger armed for this event")
+            self._end(session, CloseCode.NOT_WAITING, "no debugger armed for this event", now=now)
 
     # Control connections --------------------------------------------------
 
@@ -438,18 +459,19 @@ class Registry:
         session = self._by_peer.get(peer)
         if session is None:
             return
+        now = time.time() if now is None else now
         side = session.side_of(peer)
         if session.state is SessionState.DETACHED:
-            self._end(session, None, "lambda side left while no debugger was attached", leaver=peer)
+            self._end(session, None, "lambda side left while no debugger was attached", leaver=peer, now=now)
         elif session.state is not SessionState.PAIRED:
             # Nobody else to tell: the waiting side simply goes away.
-            self._end(session, None, "%s side left before pairing" % side.value, leaver=peer)
+            self._end(session, None, "%s side left before pairing" % side.value, leaver=peer, now=now)
         elif side is Side.LAMBDA and close_code == CloseCode.INVOCATION_DONE:
-            self._end(session, CloseCode.INVOCATION_DONE, "invocation finished", leaver=peer)
+            self._end(session, CloseCode.INVOCATION_DONE, "invocation finished", leaver=peer, now=now)
         elif side is Side.LAMBDA:
-            self._end(session, CloseCode.PEER_GONE, "lambda side disconnected", leaver=peer)
+            self._end(session, CloseCode.PEER_GONE, "lambda side disconnected", leaver=peer, now=now)
         else:
-            self._detach(session, time.time() if now is None else now)
+            self._detach(session, now)
 
     def lambda_detached(self, peer: Peer, now: float) -> bool:
         """Record the Lambda side's answer to ``Detached``: the old debug
@@ -525,7 +547,7 @@ class Registry:
                 age_s=now - session.created,
                 **session.log_fields(),
             )
-            self._end(session, code, reason)
+            self._end(session, code, reason, now=now)
         for session in idle:
             debugger = session.debugger_peer
             reason = "no debug traffic for %d s; attach again to go on debugging" % self.idle_timeout_s
@@ -560,7 +582,45 @@ class Registry:
 
     def snapshot(self) -> List[dict]:
         """Return every open session as plain data, oldest first."""
-        return [session.to_dict() for session in sorted(self.sessions(), key=lambda s: s.created)]
+        return [session.to_dict(self.pairing_timeout_s) for session in sorted(self.sessions(), key=lambda s: s.created)]
+
+    def handler_ended(self, peer: Peer, message: str, exit_code: Optional[int]) -> None:
+        """Keep what the Lambda side said when the handler ended, for the
+        record of the session."""
+        session = self._by_peer.get(peer)
+        if session is not None and session.side_of(peer) is Side.LAMBDA:
+            session.ended_message, session.exit_code = message[:300], exit_code
+
+    def _remember(self, session: Session, code: Optional[int], reason: str, now: float) -> None:
+        """Add an ended invocation to :attr:`recent`, with how it ended:
+        ``debugged``, ``ran normally``, ``timed out`` or ``crashed``."""
+        invocation = session.invocation
+        if invocation is None:
+            return  # a debugger that left unpaired is no invocation's story
+        if session.exit_code not in (None, 0):
+            outcome, detail = "crashed", session.ended_message or "exit status %s" % session.exit_code
+        elif session.deadline_ms is not None and now * 1000 >= session.deadline_ms - 1000 and not session.ended_message:
+            outcome, detail = "timed out", "the invocation reached its deadline"
+        elif session.attachments:
+            outcome, detail = "debugged", session.ended_message or reason
+        else:
+            outcome, detail = "ran normally", "no debugger attached; the handler ran without one"
+        self.recent.appendleft(
+            {
+                "function_id": session.function_id,
+                "request_id": invocation.request_id,
+                "function_name": invocation.function_name,
+                "runtime": invocation.runtime,
+                "started": session.created,
+                "ended": now,
+                "outcome": outcome,
+                "detail": detail,
+                "code": int(code) if code is not None else None,
+                "attachments": session.attachments,
+                "bytes_to_debugger": session.bytes_to_debugger,
+                "bytes_to_lambda": session.bytes_to_lambda,
+            }
+        )
 
     # Internals ------------------------------------------------------------
 
@@ -786,13 +846,22 @@ class Registry:
         if was_armed:
             self._tell_watchers(session.function_id)
 
-    def _end(self, session: Session, code: Optional[int], reason: str, leaver: Optional[Peer] = None) -> None:
-        """Forget ``session``, then close its peers other than ``leaver``."""
+    def _end(
+        self,
+        session: Session,
+        code: Optional[int],
+        reason: str,
+        leaver: Optional[Peer] = None,
+        now: Optional[float] = None,
+    ) -> None:
+        """Forget ``session`` (remembering the invocation as ended at
+        ``now``), then close its peers other than ``leaver``."""
         if session.state is SessionState.CLOSED:
             return
         peers = [p for p in (session.lambda_peer, session.debugger_peer) if p is not None]
         was_paired = session.state is SessionState.PAIRED
         self._forget(session)
+        self._remember(session, code, reason, time.time() if now is None else now)
         log_event(
             "session_closed",
             code=int(code) if code is not None else None,

@@ -1,15 +1,19 @@
-"""HTTP on the debugger port: health check, sessions API and web page.
+"""HTTP on the debugger port: health check, APIs and the web page.
 
-``/healthz`` is open (on both ports) and says nothing but "ok". The API and
+``/healthz`` is open (on both ports) and says nothing but "ok". The APIs and
 the page need the debugger token, as a Bearer token or as the password of
 HTTP Basic so that a browser can log in; the page then calls the API with the
-credentials the browser keeps.
+credentials the browser keeps. The page's script and style sheet
+(``/ui/...``) hold no data and are served to anyone, so that a page that
+failed to log in can still say why.
 """
 
 import base64
 import binascii
 import json
 import logging
+import os
+import time
 from typing import Optional
 
 from tornado.web import RequestHandler
@@ -20,6 +24,9 @@ from .handlers import BrokerState, token_accepted
 from .logfmt import log_event
 
 BASIC_REALM = 'Basic realm="lambda-debugger"'
+
+#: Sent by the web page with its API calls.
+PAGE_HEADER = "X-Lambda-Debugger-Page"
 
 
 def basic_password(header: Optional[str]) -> Optional[str]:
@@ -60,7 +67,15 @@ class _DebuggerTokenRequired(RequestHandler):
         if not token_accepted(config.debugger_token, presented, config.insecure):
             log_event("http_refused", logging.WARNING, path=self.request.path, peer=self.request.remote_ip, status=401)
             self.set_status(401)
-            self.set_header("WWW-Authenticate", BASIC_REALM)
+            # The page's own calls get no challenge: the browser would put
+            # up its login prompt over the page, which says what to do.
+            if not self.request.headers.get(PAGE_HEADER):
+                self.set_header("WWW-Authenticate", BASIC_REALM)
+            if self.request.path == "/":
+                # What a browser shows when the login was cancelled or wrong.
+                _page_headers(self)
+                self.finish(REFUSED_HTML)
+                return
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish("debugger token missing or wrong\n")
             return
@@ -90,69 +105,132 @@ class StatusApi(_DebuggerTokenRequired):
         self.finish(json.dumps(body, separators=(",", ":")))
 
 
-class IndexPage(_DebuggerTokenRequired):
-    """``GET /``: a page that lists the sessions, refreshed every 2 s."""
+class StateApi(_DebuggerTokenRequired):
+    """``GET /api/state``: everything the web page shows, in one answer:
+    the broker's clock, open sessions, the last invocations that ended and
+    the control connections per function ID."""
 
     def get(self) -> None:
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        # Inline script only; nothing is loaded from elsewhere.
-        self.set_header(
-            "Content-Security-Policy",
-            "default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; "
-            "style-src 'unsafe-inline'; frame-ancestors 'none'",
-        )
+        registry = self.state.registry
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        body = {
+            "now": time.time(),
+            "sessions": registry.snapshot(),
+            "ended": list(registry.recent),
+            "control_connections_by_function": registry.watchers_by_function(),
+        }
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+
+class IndexPage(_DebuggerTokenRequired):
+    """``GET /``: the live page (``broker_server/ui``)."""
+
+    def get(self) -> None:
+        _page_headers(self)
         self.finish(INDEX_HTML)
+
+
+UI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ui")
+UI_FILES = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; charset=utf-8"}
+
+
+class NoIcon(RequestHandler):
+    """``GET /favicon.ico``: nothing, said briefly (browsers ask for it)."""
+
+    def get(self) -> None:
+        self.set_status(204)
+        self.finish()
+
+
+class UiFile(RequestHandler):
+    """``GET /ui/page.js`` and ``/ui/page.css``: the page's own script and
+    style, the only things it loads."""
+
+    def get(self, name: str) -> None:
+        kind = UI_FILES.get(name)
+        if kind is None:
+            self.send_error(404)
+            return
+        with open(os.path.join(UI_DIR, name), "rb") as source:
+            body = source.read()
+        self.set_header("Content-Type", kind)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(body)
+
+
+#: Only this origin's own script, style and API; no inline code, no frames,
+#: no forms, nothing from elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def _page_headers(handler: RequestHandler) -> None:
+    handler.set_header("Content-Type", "text/html; charset=utf-8")
+    handler.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "no-referrer")
+    handler.set_header("Cache-Control", "no-store")
 
 
 INDEX_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>lambda-debugger broker</title>
-<style>
-body { font: 14px system-ui, sans-serif; margin: 2em; }
-table { border-collapse: collapse; }
-th, td { padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-#status { color: #777; }
-</style></head>
+<link rel="stylesheet" href="ui/page.css">
+<script src="ui/page.js" defer></script>
+</head>
 <body>
+<header>
 <h1>lambda-debugger broker</h1>
-<p id="status">loading...</p>
-<table><thead><tr>
-<th>function ID</th><th>state</th><th>request ID</th><th>function</th><th>runtime</th>
-<th>since</th><th>time left</th><th>debuggers</th><th>when</th><th>bytes to debugger</th><th>bytes to Lambda</th>
-</tr></thead><tbody id="rows"></tbody></table>
-<script>
-"use strict";
-function cell(row, text, numeric) {
-  const td = row.insertCell();
-  td.textContent = text === null || text === undefined ? "" : String(text);
-  if (numeric) td.className = "n";
-}
-async function refresh() {
-  const status = document.getElementById("status");
-  try {
-    const response = await fetch("api/sessions", {cache: "no-store", credentials: "same-origin"});
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    const sessions = await response.json();
-    const rows = document.getElementById("rows");
-    rows.textContent = "";
-    const now = Date.now();
-    for (const s of sessions) {
-      const row = rows.insertRow();
-      cell(row, s.function_id); cell(row, s.state); cell(row, s.request_id);
-      cell(row, s.function_name); cell(row, s.runtime);
-      cell(row, new Date(s.since * 1000).toLocaleTimeString());
-      cell(row, s.deadline_ms ? Math.max(0, Math.round((s.deadline_ms - now) / 1000)) + " s" : "", true);
-      cell(row, s.attachments, true); cell(row, s.when);
-      cell(row, s.bytes_to_debugger, true); cell(row, s.bytes_to_lambda, true);
-    }
-    status.textContent = sessions.length + " session(s), updated " + new Date().toLocaleTimeString();
-  } catch (error) {
-    status.textContent = "cannot load sessions: " + error.message;
-  }
-}
-refresh();
-setInterval(refresh, 2000);
-</script>
+<p id="status" role="status" aria-live="polite">loading...</p>
+<p><label for="filter">Filter by function ID</label>
+<input id="filter" type="search" autocomplete="off" spellcheck="false" placeholder="e.g. orders"></p>
+</header>
+<main>
+<section aria-labelledby="waiting-title"><h2 id="waiting-title">Waiting invocations</h2>
+<p class="hint">An invocation waits this long for a debugger, then runs without one.</p>
+<div class="scroll"><table id="waiting"><thead><tr>
+<th scope="col">Function ID</th><th scope="col">Function</th><th scope="col">Runtime</th>
+<th scope="col">Request ID</th><th scope="col">Waits</th><th scope="col">Time left</th>
+</tr></thead><tbody></tbody></table></div></section>
+<section aria-labelledby="armed-title"><h2 id="armed-title">Armed debuggers</h2>
+<div class="scroll"><table id="armed"><thead><tr>
+<th scope="col">Function ID</th><th scope="col">Armed since</th><th scope="col">Filter (--when)</th>
+<th scope="col">Gives up in</th>
+</tr></thead><tbody></tbody></table></div></section>
+<section aria-labelledby="active-title"><h2 id="active-title">Active sessions</h2>
+<div class="scroll"><table id="active"><thead><tr>
+<th scope="col">Function ID</th><th scope="col">Request ID</th><th scope="col">State</th>
+<th scope="col">Time left</th><th scope="col">To debugger</th><th scope="col">To Lambda</th>
+<th scope="col">Debuggers</th><th scope="col">Filter (--when)</th>
+</tr></thead><tbody></tbody></table></div></section>
+<section aria-labelledby="ended-title"><h2 id="ended-title">Recently ended</h2>
+<div class="scroll"><table id="ended"><thead><tr>
+<th scope="col">Function ID</th><th scope="col">Request ID</th><th scope="col">Ended</th>
+<th scope="col">How</th><th scope="col">Detail</th><th scope="col">Debuggers</th>
+</tr></thead><tbody></tbody></table></div></section>
+<section aria-labelledby="attach-title"><h2 id="attach-title">Attach</h2>
+<p class="hint">For each function ID the broker knows: the command to run on your machine
+(it reads the debugger token from <code>$BROKER_DEBUGGER_TOKEN</code>), and the VS Code
+configuration that attaches to it. Add <code>--when EXPR</code> to take only your own invocations.</p>
+<div id="attach"></div></section>
+</main>
 </body></html>
+"""
+
+REFUSED_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>lambda-debugger broker: login needed</title>
+<link rel="stylesheet" href="ui/page.css">
+</head>
+<body><main>
+<h1>lambda-debugger broker</h1>
+<p id="refused" class="error">The broker refused the credentials (HTTP 401). Log in with any user name and the
+broker's debugger token (<code>BROKER_DEBUGGER_TOKEN</code>) as the password, or reach this page through a
+proxy that sends <code>Authorization: Bearer &lt;debugger token&gt;</code>.</p>
+</main></body></html>
 """

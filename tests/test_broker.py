@@ -659,12 +659,44 @@ async def test_sessions_api_requires_the_debugger_token(broker):
 
 @with_broker()
 async def test_web_page_requires_the_debugger_token(broker):
-    assert (await broker.fetch("debug", "/")).code == 401
+    refused = await broker.fetch("debug", "/")
+    assert refused.code == 401 and refused.headers["WWW-Authenticate"] == 'Basic realm="lambda-debugger"'
+    assert b"refused the credentials (HTTP 401)" in refused.body  # what a cancelled login prompt shows
     response = await broker.fetch("debug", "/", basic("me", DEBUGGER_TOKEN))
     assert response.code == 200
     assert response.headers["Content-Type"].startswith("text/html")
-    assert b"api/sessions" in response.body
+    assert b'src="ui/page.js"' in response.body and b"<script>" not in response.body
+    for page in (refused, response):
+        policy = page.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy
     assert not any(token.encode() in response.body for token in TOKENS)
+
+
+@with_broker()
+async def test_the_pages_script_and_style_hold_no_data_and_need_no_token(broker):
+    for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+        response = await broker.fetch("debug", "/ui/" + name)
+        assert response.code == 200 and response.headers["Content-Type"].startswith(kind)
+    assert (await broker.fetch("debug", "/ui/secrets.txt")).code == 404
+    assert (await broker.fetch("debug", "/ui/..%2Fapp.py")).code == 404
+    assert (await broker.fetch("debug", "/favicon.ico")).code == 204
+
+
+@with_broker()
+async def test_the_state_api_holds_what_the_page_shows(broker):
+    for headers in (None, bearer(LAMBDA_TOKEN)):
+        assert (await broker.fetch("debug", "/api/state", headers)).code == 401
+    # The page's own calls are refused without a challenge (no login prompt over the page).
+    quiet = await broker.fetch("debug", "/api/state", {"X-Lambda-Debugger-Page": "1"})
+    assert quiet.code == 401 and "WWW-Authenticate" not in quiet.headers
+    await broker.lambda_("fn", "req-state", function_name="my-function", runtime="python3.12")
+    await until(lambda: len(broker.registry) == 1)
+    before = time.time()
+    state = json.loads((await broker.fetch("debug", "/api/state", bearer(DEBUGGER_TOKEN))).body)
+    assert abs(state["now"] - before) < 5
+    [session] = state["sessions"]
+    assert session["request_id"] == "req-state" and session["wait_ends_ms"] > before * 1000
+    assert state["ended"] == [] and state["control_connections_by_function"] == {}
 
 
 def test_insecure_mode_without_tokens_accepts_anyone():

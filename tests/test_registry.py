@@ -468,6 +468,8 @@ def test_snapshot_and_byte_counts(registry):
             "bytes_to_lambda": 0,
             "attachments": 0,
             "when": None,
+            "wait_ends_ms": None,
+            "expires_ms": int((T0 + 900) * 1000),
         },
         {
             "function_id": "fn",
@@ -481,6 +483,8 @@ def test_snapshot_and_byte_counts(registry):
             "bytes_to_lambda": 7,
             "attachments": 1,
             "when": None,
+            "wait_ends_ms": None,
+            "expires_ms": None,
         },
         {
             "function_id": "fn",
@@ -494,6 +498,8 @@ def test_snapshot_and_byte_counts(registry):
             "bytes_to_lambda": 0,
             "attachments": 0,
             "when": None,
+            "wait_ends_ms": int((T0 + 2) * 1000) + 60_000,  # the wait is shorter than the deadline
+            "expires_ms": None,
         },
     ]
 

@@ -209,3 +209,49 @@ def test_a_detached_invocation_is_reattached_only_by_a_debugger_that_wants_it(re
     registry.lambda_considered(lam, BOB, True, T0 + 5)
     session = registry.session_of(lam)
     assert session.state is SessionState.PAIRED and session.debugger_peer is keen and session.attachments == 2
+
+
+# What the web page shows of ended invocations ------------------------------------
+
+
+def test_ended_invocations_are_remembered_with_how_they_ended(registry):
+    # Debugged, and the handler returned.
+    lam, dbg = FakePeer("l1"), FakePeer("d1")
+    registry.lambda_arrived(lam, "fn", invocation("r-debugged"), T0)
+    registry.debugger_arrived(dbg, "fn", T0)
+    registry.handler_ended(lam, "the handler returned", 0)
+    registry.peer_left(lam, CloseCode.INVOCATION_DONE, now=T0)
+    # Debugged, and the handler's process died.
+    lam2, dbg2 = FakePeer("l2"), FakePeer("d2")
+    registry.lambda_arrived(lam2, "fn", invocation("r-crashed"), T0)
+    registry.debugger_arrived(dbg2, "fn", T0)
+    registry.handler_ended(dbg2, "a debugger cannot say this", 9)  # only the Lambda side may
+    registry.handler_ended(lam2, "the handler's process ended (exit status 3)", 3)
+    registry.peer_left(lam2, CloseCode.INVOCATION_DONE, now=T0)
+    # Nobody came.
+    lam3 = FakePeer("l3")
+    registry.lambda_arrived(lam3, "fn", invocation("r-normal"), T0)
+    registry.peer_left(lam3, now=T0)
+    # Its deadline passed under the debugger.
+    lam4, dbg4 = FakePeer("l4"), FakePeer("d4")
+    registry.lambda_arrived(lam4, "fn", invocation("r-late", deadline_ms=int(T0 * 1000)), T0 - 60)
+    registry.debugger_arrived(dbg4, "fn", T0 - 60)
+    registry.peer_left(lam4, now=T0)
+    # An armed debugger that left is no invocation's story.
+    registry.peer_left(registry.debugger_arrived(FakePeer("d5"), "fn", T0).debugger_peer)
+    how = [(e["request_id"], e["outcome"], e["detail"]) for e in registry.recent]
+    assert how == [
+        ("r-late", "timed out", "the invocation reached its deadline"),
+        ("r-normal", "ran normally", "no debugger attached; the handler ran without one"),
+        ("r-crashed", "crashed", "the handler's process ended (exit status 3)"),
+        ("r-debugged", "debugged", "the handler returned"),
+    ]
+    assert registry.recent[2]["attachments"] == 1 and registry.recent[1]["attachments"] == 0
+
+
+def test_only_the_last_ended_invocations_are_kept(registry):
+    for i in range(60):
+        lam = FakePeer("l%d" % i)
+        registry.lambda_arrived(lam, "fn", invocation("r-%d" % i), T0)
+        registry.peer_left(lam)
+    assert len(registry.recent) == 50 and registry.recent[0]["request_id"] == "r-59"
