@@ -3,6 +3,7 @@ Selenium), against a real broker holding sessions in every state."""
 
 import json
 import shlex
+import sys
 import time
 import urllib.request
 
@@ -237,3 +238,19 @@ def test_the_page_is_usable_with_assistive_technology(page):
         "lang": "en",
     }
     assert checks["buttons"] >= 6  # two per function ID
+
+
+def test_an_invocation_of_the_real_runtime_shows_while_it_waits(page, scene_broker, make_function):
+    function = make_function(broker=scene_broker, function_id="orders")
+    future = function.invoke_async()
+    scene_broker.wait_for_state("waiting", count=2)
+    [real] = [s for s in scene_broker.sessions() if s["state"] == "waiting" and s["function_name"] == "local-function"]
+
+    def shown():
+        return [row for row in rows(page, "waiting") if row[3] == real["request_id"]]
+
+    [row] = wait_until(shown, 5, "the invocation on the page")
+    assert row[:3] == ["orders", "local-function", "python%d.%d" % sys.version_info[:2]]
+    function.close()  # the sandbox goes: the invocation leaves the page
+    wait_until(lambda: not shown(), 10, "the invocation to leave the page")
+    future.cancel()
