@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -53,27 +54,25 @@ def make_apps(
         log_function=_log_request,
     )
     shared = dict(state=state)
-    lambda_app = Application(
-        [
-            (r"/lambda/(.*)", LambdaSocket, shared),
-            (r"/healthz", HealthHandler),
-        ],
-        **settings,
-    )
-    debugger_app = Application(
-        [
-            (r"/debug/(.*)", DebugSocket, shared),
-            (r"/api/sessions", SessionsApi, shared),
-            (r"/api/status", StatusApi, shared),
-            (r"/api/state", StateApi, shared),
-            (r"/ui/([a-z.]+)", UiFile),
-            (r"/favicon.ico", NoIcon),
-            (r"/", IndexPage, shared),
-            (r"/healthz", HealthHandler),
-        ],
-        **settings,
-    )
-    return lambda_app, debugger_app
+    lambda_routes: List[Any] = [
+        (r"/lambda/(.*)", LambdaSocket, shared),
+        (r"/healthz", HealthHandler),
+    ]
+    debugger_routes: List[Any] = [
+        (r"/debug/(.*)", DebugSocket, shared),
+        (r"/api/sessions", SessionsApi, shared),
+        (r"/api/status", StatusApi, shared),
+        (r"/api/state", StateApi, shared),
+        (r"/ui/([a-z.]+)", UiFile),
+        (r"/favicon.ico", NoIcon),
+        (r"/", IndexPage, shared),
+    ]
+    if config.shared_port:
+        # Both sides on one port, for a proxy in front that keeps them apart.
+        both = Application(lambda_routes + debugger_routes, **settings)
+        return both, both
+    health = [(r"/healthz", HealthHandler)]
+    return Application(lambda_routes, **settings), Application(debugger_routes + health, **settings)
 
 
 def _log_request(handler) -> None:
@@ -129,13 +128,18 @@ class BrokerServer:
         ssl_context = self._ssl_context()
         lambda_app, debugger_app = make_apps(self.config, self.registry, self._state)
         lambda_sockets = bind_sockets(self.config.lambda_port, self.config.host)
-        try:
-            debugger_sockets = bind_sockets(self.config.debugger_port, self.config.host)
-        except OSError:
-            for sock in lambda_sockets:
-                sock.close()
-            raise
-        for app, sockets in ((lambda_app, lambda_sockets), (debugger_app, debugger_sockets)):
+        listeners = [(lambda_app, lambda_sockets)]
+        if self.config.shared_port:
+            debugger_sockets = lambda_sockets
+        else:
+            try:
+                debugger_sockets = bind_sockets(self.config.debugger_port, self.config.host)
+            except OSError:
+                for sock in lambda_sockets:
+                    sock.close()
+                raise
+            listeners.append((debugger_app, debugger_sockets))
+        for app, sockets in listeners:
             # A client that does not finish its HTTP request (or WebSocket
             # upgrade) within the handshake timeout is dropped.
             server = HTTPServer(
@@ -148,12 +152,14 @@ class BrokerServer:
             self._servers.append(server)
         self.lambda_port = lambda_sockets[0].getsockname()[1]
         self.debugger_port = debugger_sockets[0].getsockname()[1]
+        self._state.name = self.config.name or "%s:%d" % (socket.gethostname(), self.lambda_port)
         self._reaper = PeriodicCallback(self._reap, REAP_INTERVAL_S * 1000)
         self._reaper.start()
         self._loop = IOLoop.current()
         self._loop_thread_id = threading.get_ident()
         log_event(
             "listening",
+            broker=self._state.name,
             host=self.config.host,
             lambda_port=self.lambda_port,
             debugger_port=self.debugger_port,
@@ -274,6 +280,11 @@ class BrokerServer:
     # Addresses ----------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        """How this broker names itself, once started."""
+        return self._state.name
+
+    @property
     def lambda_address(self) -> str:
         """``ws[s]://host:port`` of the Lambda port, dialable from this machine."""
         return self._address(self.lambda_port)
@@ -307,7 +318,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     add("--lambda-port", type=int, help="Lambda-facing port (default 8080)")
-    add("--debugger-port", type=int, help="developer-facing port (default 9229)")
+    add(
+        "--debugger-port",
+        type=int,
+        help="developer-facing port (default 9229); the same as --lambda-port serves both sides on one port, "
+        "for a broker behind a proxy that keeps them apart (deploy/nginx)",
+    )
+    add("--name", help="how this broker names itself in its APIs and page, e.g. in a fleet (default host:port)")
     add(
         "--lambda-token-file",
         metavar="PATH",
@@ -415,12 +432,15 @@ def main(argv: Optional[List[str]] = None, *, environ=None, prog: str = "python 
 
     def announce() -> None:
         print(
-            "broker listening: lambda %s://%s:%s/lambda/<function_id>, debugger %s://%s:%s/debug/<function_id>"
+            "broker listening: lambda %s://%s:%s/lambda/<function_id>, debugger %s://%s:%s/debug/<function_id>;"
+            " named %s%s"
             % (
                 *_scheme_host(config),
                 server.lambda_port,
                 *_scheme_host(config),
                 server.debugger_port,
+                server.name,
+                " (one port for both sides: keep it behind the proxy that splits them)" if config.shared_port else "",
             ),
             flush=True,
         )
@@ -453,6 +473,7 @@ def _config(args, environ: Dict[str, str]) -> BrokerConfig:
         host=args.host,
         lambda_port=args.lambda_port,
         debugger_port=args.debugger_port,
+        name=args.name,
         insecure=args.insecure,
         certfile=args.certfile,
         keyfile=args.keyfile,

@@ -74,6 +74,9 @@ class BrokerConfig:
     handshake_timeout_s: float = 10.0
     #: Seconds between WebSocket pings; 0 disables them.
     ping_interval_s: float = 10.0
+    #: How this broker names itself in the APIs and on the page (a fleet
+    #: has several); None: the host name and the Lambda port.
+    name: Optional[str] = None
 
     @classmethod
     def from_environ(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "BrokerConfig":
@@ -109,6 +112,12 @@ class BrokerConfig:
         interval itself: a silent peer is dropped within twice the interval.
         """
         return self.ping_interval_s
+
+    @property
+    def shared_port(self) -> bool:
+        """Whether both sides are served on one port: for a broker behind a
+        proxy (``deploy/nginx``) that keeps them apart."""
+        return bool(self.lambda_port) and self.lambda_port == self.debugger_port
 
     @property
     def tls(self) -> bool:
@@ -152,8 +161,8 @@ class BrokerConfig:
         for name in ("lambda_port", "debugger_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError("%s must be from 0 to 65535" % name.replace("_", " "))
-        if self.lambda_port and self.lambda_port == self.debugger_port:
-            raise ConfigError("the Lambda port and the debugger port must differ")
+        if self.name is not None and not (0 < len(self.name) <= 64 and self.name.isprintable()):
+            raise ConfigError("the broker name must be 1 to 64 printable characters")
         for name in ("max_sessions", "max_sessions_per_function", "max_control_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError("%s must be at least 1" % name.replace("_", " "))

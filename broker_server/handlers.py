@@ -55,6 +55,8 @@ class BrokerState:
         self.registry = registry
         #: Open WebSocket connections, paired or not, closed on shutdown.
         self.connections: Set["BrokerSocket"] = set()
+        #: How this broker names itself (``--name``); set when it starts.
+        self.name = config.name or ""
 
 
 def token_accepted(expected: Optional[str], presented: Optional[str], insecure: bool) -> bool:

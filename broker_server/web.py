@@ -98,6 +98,7 @@ class StatusApi(_DebuggerTokenRequired):
         registry = self.state.registry
         self.set_header("Content-Type", "application/json; charset=utf-8")
         body = {
+            "broker": self.state.name,
             "sessions": len(registry),
             "control_connections": registry.watcher_count(),
             "control_connections_by_function": registry.watchers_by_function(),
@@ -114,6 +115,7 @@ class StateApi(_DebuggerTokenRequired):
         registry = self.state.registry
         self.set_header("Content-Type", "application/json; charset=utf-8")
         body = {
+            "broker": self.state.name,
             "now": time.time(),
             "sessions": registry.snapshot(),
             "ended": list(registry.recent),

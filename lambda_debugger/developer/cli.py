@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     attach.set_defaults(run=_attach)
 
-    sessions = sub.add_parser("sessions", help="list what the broker holds now")
-    _broker_options(sessions)
+    sessions = sub.add_parser("sessions", help="list what the broker (or each broker of a fleet) holds now")
+    _broker_options(sessions, many=True)
     sessions.add_argument("--json", action="store_true", help="print the raw JSON")
     sessions.set_defaults(run=_sessions)
 
@@ -131,12 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _broker_options(parser: argparse.ArgumentParser) -> None:
+def _broker_options(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
     parser.add_argument(
         "--broker",
         required=True,
+        action="append" if many else "store",
         metavar="HOST[:PORT]",
-        help="broker address: host, host:port, ws://... or wss://... (port 9229 by default)",
+        help="broker address: host, host:port, ws://... or wss://... (port 9229 by default)"
+        + ("; give it once per broker of a fleet to see them all" if many else ""),
     )
     parser.add_argument("--token", default=None, help="the broker's debugger token (default: $BROKER_DEBUGGER_TOKEN)")
     parser.add_argument(
@@ -293,7 +295,7 @@ def _print_vscode_config(args) -> int:
 
 
 def _sessions(args) -> int:
-    from lambda_debugger.developer.sessions import SessionsError, fetch_sessions, format_sessions
+    from lambda_debugger.developer.sessions import SessionsError, fetch_fleet, fetch_sessions, format_sessions
 
     try:
         token, ca_file = _token(args), _ca_file(args)
@@ -305,8 +307,15 @@ def _sessions(args) -> int:
         import ssl
 
         context = ssl.create_default_context(cafile=ca_file)
+    if len(args.broker) > 1:
+        # A fleet: each broker holds its own function IDs.
+        sessions, problems = fetch_fleet(args.broker, token, context=context)
+        for problem in problems:
+            print("lambda-debugger sessions: %s" % problem, file=sys.stderr)
+        print(json.dumps(sessions, indent=2) if args.json else format_sessions(sessions))
+        return 1 if problems else 0
     try:
-        sessions = fetch_sessions(args.broker, token, context=context)
+        sessions = fetch_sessions(args.broker[0], token, context=context)
     except SessionsError as exc:
         print("lambda-debugger sessions: %s" % exc, file=sys.stderr)
         return 1

@@ -1,11 +1,12 @@
-"""``lambda-debugger sessions``: what the broker holds now."""
+"""``lambda-debugger sessions``: what the broker (or a fleet of them) holds now."""
 
 import json
 import ssl
 import time
 import urllib.error
 import urllib.request
-from typing import List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence, Tuple
 
 from lambda_debugger.wire import protocol
 
@@ -42,14 +43,54 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
     Raises:
         SessionsError: unreachable broker, refused token or a bad answer.
     """
+    data = _get_json(broker, "/api/sessions", token, timeout, context)
+    sessions = data.get("sessions", data) if isinstance(data, dict) else data
+    if not isinstance(sessions, list):
+        raise SessionsError("the broker's answer has no session list")
+    return sessions
+
+
+def broker_name(broker: str, token: Optional[str], *, timeout: float = 5.0, context=None) -> str:
+    """How the broker names itself (``--name``); the address given for a
+    broker older than names."""
     try:
-        url = api_url(broker)
+        data = _get_json(broker, "/api/status", token, timeout, context)
+    except SessionsError:
+        return broker
+    name = data.get("broker") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else broker
+
+
+def fetch_fleet(
+    brokers: Sequence[str], token: Optional[str], *, timeout: float = 5.0, context=None
+) -> Tuple[List[dict], List[str]]:
+    """Ask every broker at once; return their sessions merged (each with
+    the ``broker`` that holds it) and a line for each broker that failed."""
+
+    def ask(broker: str) -> Tuple[List[dict], Optional[str]]:
+        try:
+            sessions = fetch_sessions(broker, token, timeout=timeout, context=context)
+        except SessionsError as exc:
+            return [], "%s: %s" % (broker, exc)
+        name = broker_name(broker, token, timeout=timeout, context=context)
+        return [dict(session, broker=name) for session in sessions], None
+
+    with ThreadPoolExecutor(max_workers=min(16, len(brokers)) or 1) as pool:
+        answers = list(pool.map(ask, brokers))
+    merged = [session for sessions, _ in answers for session in sessions]
+    merged.sort(key=lambda session: session.get("since") or 0)
+    return merged, [problem for _, problem in answers if problem]
+
+
+def _get_json(broker: str, path: str, token: Optional[str], timeout: float, context):
+    try:
+        url = api_url(broker, path)
     except protocol.ProtocolError as exc:
         raise SessionsError(str(exc)) from None
     request = urllib.request.Request(url, headers=protocol.bearer(token))
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            data = json.loads(response.read().decode("utf-8"))
+            return json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             raise SessionsError("the broker refused the debugger token (HTTP 401)", TOKEN) from None
@@ -67,10 +108,6 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
         raise SessionsError("cannot reach the broker at %s: %s" % (url, reason), UNREACHABLE) from None
     except ValueError:
         raise SessionsError("the broker's answer is not JSON") from None
-    sessions = data.get("sessions", data) if isinstance(data, dict) else data
-    if not isinstance(sessions, list):
-        raise SessionsError("the broker's answer has no session list")
-    return sessions
 
 
 def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
@@ -80,13 +117,17 @@ def format_sessions(sessions: List[dict], now: Optional[float] = None) -> str:
     if not sessions:
         return "no sessions"
     now = time.time() if now is None else now
-    rows = [("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT", "DEBUGGERS", "WHEN")]
+    fleet = any("broker" in s for s in sessions)
+    header: Tuple[str, ...] = ("FUNCTION ID", "STATE", "REQUEST ID", "FUNCTION", "AGE", "TIME LEFT", "DEBUGGERS")
+    header += ("WHEN",)
+    rows: List[Tuple[str, ...]] = [(("BROKER",) if fleet else ()) + header]
     for s in sessions:
         deadline = s.get("deadline_ms") or 0
         left = "%.0f s" % max(0, deadline / 1000.0 - now) if deadline else "-"
         age = "%.0f s" % max(0, now - s["since"]) if s.get("since") else "-"
         rows.append(
-            (
+            ((str(s.get("broker") or "-"),) if fleet else ())
+            + (
                 str(s.get("function_id", "")),
                 str(s.get("state", "")),
                 str(s.get("request_id") or "-"),
