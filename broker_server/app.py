@@ -326,6 +326,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     add("--name", help="how this broker names itself in its APIs and page, e.g. in a fleet (default host:port)")
     add(
+        "--peer",
+        action="append",
+        metavar="HOST:PORT",
+        help="another broker of the fleet (its debugger port, as this broker reaches it); the page and "
+        "/api/state then show what every broker holds. Repeat for each",
+    )
+    add(
         "--lambda-token-file",
         metavar="PATH",
         help="read the Lambda token from this file instead of %s" % LAMBDA_TOKEN_VARIABLE,
@@ -474,6 +481,7 @@ def _config(args, environ: Dict[str, str]) -> BrokerConfig:
         lambda_port=args.lambda_port,
         debugger_port=args.debugger_port,
         name=args.name,
+        peers=tuple(args.peer or ()),
         insecure=args.insecure,
         certfile=args.certfile,
         keyfile=args.keyfile,

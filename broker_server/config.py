@@ -10,13 +10,15 @@ command line.
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from lambda_debugger.wire import tokens
 from lambda_debugger.wire.protocol import (
     DEFAULT_DEBUGGER_PORT,
     DEFAULT_LAMBDA_PORT,
     MAX_CONTROL_MESSAGE_BYTES,
+    ProtocolError,
+    broker_url,
 )
 
 LAMBDA_TOKEN_VARIABLE = "BROKER_LAMBDA_TOKEN"
@@ -77,6 +79,9 @@ class BrokerConfig:
     #: How this broker names itself in the APIs and on the page (a fleet
     #: has several); None: the host name and the Lambda port.
     name: Optional[str] = None
+    #: The other brokers of a fleet (their debugger port's address): the
+    #: page and ``/api/state`` show what they hold too.
+    peers: Tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "BrokerConfig":
@@ -163,6 +168,11 @@ class BrokerConfig:
                 raise ConfigError("%s must be from 0 to 65535" % name.replace("_", " "))
         if self.name is not None and not (0 < len(self.name) <= 64 and self.name.isprintable()):
             raise ConfigError("the broker name must be 1 to 64 printable characters")
+        for peer in self.peers:
+            try:
+                broker_url(peer, DEFAULT_DEBUGGER_PORT, "/")
+            except ProtocolError as error:
+                raise ConfigError("--peer %s: %s" % (peer[:100], error)) from None
         for name in ("max_sessions", "max_sessions_per_function", "max_control_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError("%s must be at least 1" % name.replace("_", " "))

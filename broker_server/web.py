@@ -8,6 +8,7 @@ credentials the browser keeps. The page's script and style sheet
 failed to log in can still say why.
 """
 
+import asyncio
 import base64
 import binascii
 import json
@@ -16,14 +17,18 @@ import os
 import time
 from typing import Optional
 
+from tornado.httpclient import AsyncHTTPClient
 from tornado.web import RequestHandler
 
-from lambda_debugger.wire.protocol import token_from_header
+from lambda_debugger.wire.protocol import DEFAULT_DEBUGGER_PORT, bearer, broker_url, token_from_header
 
 from .handlers import BrokerState, token_accepted
 from .logfmt import log_event
 
 BASIC_REALM = 'Basic realm="lambda-debugger"'
+
+#: How long the page's broker waits for each ``--peer`` broker's state.
+PEER_TIMEOUT_S = 2.0
 
 #: Sent by the web page with its API calls.
 PAGE_HEADER = "X-Lambda-Debugger-Page"
@@ -109,19 +114,56 @@ class StatusApi(_DebuggerTokenRequired):
 class StateApi(_DebuggerTokenRequired):
     """``GET /api/state``: everything the web page shows, in one answer:
     the broker's clock, open sessions, the last invocations that ended and
-    the control connections per function ID."""
+    the control connections per function ID. With ``--peer`` brokers, what
+    they hold too (asked at once, each within ``PEER_TIMEOUT_S``), every
+    session and ended invocation naming its ``broker``; ``?local=1`` asks
+    for this broker's alone (what peers ask each other)."""
 
-    def get(self) -> None:
-        registry = self.state.registry
+    async def get(self) -> None:
+        body = self._local()
+        peers = self.state.config.peers
+        if peers and not self.get_query_argument("local", None):
+            answers = await asyncio.gather(*(self._ask(peer) for peer in peers))
+            body["brokers"] = [{"broker": body["broker"], "ok": True}]
+            for peer, (state, problem) in zip(peers, answers, strict=True):
+                if state is None:
+                    body["brokers"].append({"broker": peer, "ok": False, "problem": problem})
+                    continue
+                body["brokers"].append({"broker": state.get("broker") or peer, "ok": True})
+                body["sessions"] += state.get("sessions", [])
+                body["ended"] += state.get("ended", [])
+                for function_id, count in state.get("control_connections_by_function", {}).items():
+                    counts = body["control_connections_by_function"]
+                    counts[function_id] = counts.get(function_id, 0) + count
+            body["sessions"].sort(key=lambda s: s.get("since") or 0)
+            body["ended"].sort(key=lambda e: e.get("ended") or 0, reverse=True)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        body = {
-            "broker": self.state.name,
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def _local(self) -> dict:
+        registry, name = self.state.registry, self.state.name
+        return {
+            "broker": name,
             "now": time.time(),
-            "sessions": registry.snapshot(),
-            "ended": list(registry.recent),
+            "sessions": [dict(s, broker=name) for s in registry.snapshot()],
+            "ended": [dict(e, broker=name) for e in registry.recent],
             "control_connections_by_function": registry.watchers_by_function(),
         }
-        self.finish(json.dumps(body, separators=(",", ":")))
+
+    async def _ask(self, peer: str):
+        """A peer's own state, or None and why not."""
+        url = "http" + broker_url(peer, DEFAULT_DEBUGGER_PORT, "/api/state?local=1")[2:]
+        try:
+            response = await AsyncHTTPClient().fetch(
+                url, headers=bearer(self.state.config.debugger_token), request_timeout=PEER_TIMEOUT_S
+            )
+            state = json.loads(response.body)
+            if not isinstance(state, dict) or not isinstance(state.get("sessions"), list):
+                return None, "not a broker's answer"
+            return state, None
+        except Exception as exc:
+            log_event("peer_unreachable", logging.WARNING, peer=peer, error=type(exc).__name__)
+            return None, str(exc)[:120] or type(exc).__name__
 
 
 class IndexPage(_DebuggerTokenRequired):
@@ -197,22 +239,26 @@ INDEX_HTML = """<!doctype html>
 <div class="scroll"><table id="waiting"><thead><tr>
 <th scope="col">Function ID</th><th scope="col">Function</th><th scope="col">Runtime</th>
 <th scope="col">Request ID</th><th scope="col">Waits</th><th scope="col">Time left</th>
+<th scope="col" class="broker">Broker</th>
 </tr></thead><tbody></tbody></table></div></section>
 <section aria-labelledby="armed-title"><h2 id="armed-title">Armed debuggers</h2>
 <div class="scroll"><table id="armed"><thead><tr>
 <th scope="col">Function ID</th><th scope="col">Armed since</th><th scope="col">Filter (--when)</th>
 <th scope="col">Gives up in</th>
+<th scope="col" class="broker">Broker</th>
 </tr></thead><tbody></tbody></table></div></section>
 <section aria-labelledby="active-title"><h2 id="active-title">Active sessions</h2>
 <div class="scroll"><table id="active"><thead><tr>
 <th scope="col">Function ID</th><th scope="col">Request ID</th><th scope="col">State</th>
 <th scope="col">Time left</th><th scope="col">To debugger</th><th scope="col">To Lambda</th>
 <th scope="col">Debuggers</th><th scope="col">Filter (--when)</th>
+<th scope="col" class="broker">Broker</th>
 </tr></thead><tbody></tbody></table></div></section>
 <section aria-labelledby="ended-title"><h2 id="ended-title">Recently ended</h2>
 <div class="scroll"><table id="ended"><thead><tr>
 <th scope="col">Function ID</th><th scope="col">Request ID</th><th scope="col">Ended</th>
 <th scope="col">How</th><th scope="col">Detail</th><th scope="col">Debuggers</th>
+<th scope="col" class="broker">Broker</th>
 </tr></thead><tbody></tbody></table></div></section>
 <section aria-labelledby="attach-title"><h2 id="attach-title">Attach</h2>
 <p class="hint">For each function ID the broker knows: the command to run on your machine

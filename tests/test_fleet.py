@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 
 import pytest
 import websocket
@@ -190,8 +191,6 @@ def test_a_fourth_broker_added_by_a_reload_takes_only_some_function_ids(fleet):
 
 
 def test_the_page_and_apis_answer_through_nginx(fleet):
-    import urllib.request
-
     request = urllib.request.Request(
         "http://127.0.0.1:%d/api/status" % fleet.nginx.debugger_port,
         headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
@@ -228,3 +227,40 @@ def test_sessions_across_the_fleet_names_the_broker_of_each(fleet, capsys):
         assert table[0].split()[:2] == ["BROKER", "FUNCTION"] and len(table) == 10
     finally:
         close_all(pairs)
+
+
+def test_the_page_through_nginx_shows_every_brokers_sessions(tmp_path):
+    from tests.support.browser import start_chromium, stop_chromium, wait_for_text
+
+    fleet = Fleet(tmp_path, peers=True)
+    driver = None
+    pairs = {}
+    try:
+        pairs = pair_all(fleet, FUNCTION_IDS[:12])
+        placed = placement(fleet, FUNCTION_IDS[:12])
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/api/state" % fleet.nginx.debugger_port,
+            headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            state = json.loads(response.read())
+        assert {s["function_id"]: s["broker"] for s in state["sessions"]} == placed
+        assert sorted(b["broker"] for b in state["brokers"]) == ["broker-1", "broker-2", "broker-3"]
+        driver = start_chromium()
+        driver.get("http://dev:%s@127.0.0.1:%d/" % (DEBUGGER_TOKEN, fleet.nginx.debugger_port))
+        wait_for_text(driver, "#status", "across 3 brokers")
+        shown = driver.execute_script(
+            "return [...document.querySelectorAll('#active tbody tr')].map(r => [r.cells[0].textContent,"
+            " r.cells[r.cells.length - 1].textContent, getComputedStyle(r.cells[r.cells.length - 1]).display])"
+        )
+        assert {fid: broker for fid, broker, _ in shown} == placed
+        assert {display for _, _, display in shown} == {"table-cell"}
+        # A broker that dies is named on the page; the others' sessions stay.
+        fleet.brokers[2].process.kill()
+        fleet.brokers[2].process.wait(5)
+        wait_for_text(driver, "#status", "not answering: 127.0.0.1:%d" % fleet.brokers[2].debugger_port, timeout=10)
+    finally:
+        close_all(pairs)
+        if driver is not None:
+            stop_chromium(driver)
+        fleet.stop()

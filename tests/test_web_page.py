@@ -73,7 +73,7 @@ def test_the_page_shows_what_the_broker_holds(page, scene_broker):
     assert active[:3] == ["orders", "req-active-0003", "attached"]
     assert active[4:7] == ["2.0 KiB", "1.0 KiB", "1"]
     ended = {row[1]: row for row in rows(page, "ended")}
-    assert ended["req-crashed-0001"][3:] == ["crashed", "the handler's process ended (exit status 3)", "1"]
+    assert ended["req-crashed-0001"][3:6] == ["crashed", "the handler's process ended (exit status 3)", "1"]
     assert ended["req-normal-0002"][3] == "ran normally"
 
 

@@ -105,7 +105,11 @@
     const body = byId(tableId).tBodies[0];
     body.textContent = "";
     const shown = items.filter((item) => matches(item.function_id));
-    for (const item of shown) columns(body.insertRow(), item);
+    for (const item of shown) {
+      const row = body.insertRow();
+      columns(row, item);
+      cell(row, item.broker, "broker"); // shown when the page covers a fleet
+    }
     if (!shown.length) {
       const td = cell(body.insertRow(), items.length ? "none match the filter" : emptyText, "empty");
       td.colSpan = byId(tableId).tHead.rows[0].cells.length;
@@ -262,8 +266,14 @@
 
   function summary() {
     const count = (name) => state.sessions.filter((s) => s.state === name).length;
-    return "Live: " + count("waiting") + " waiting, " + count("armed") + " armed, " +
-      (count("paired") + count("detached")) + " active; updated " + new Date().toLocaleTimeString();
+    let text = "Live: " + count("waiting") + " waiting, " + count("armed") + " armed, " +
+      (count("paired") + count("detached")) + " active";
+    const brokers = state.brokers || [];
+    if (brokers.length > 1) {
+      const down = brokers.filter((b) => !b.ok).map((b) => b.broker + " (" + b.problem + ")");
+      text += " across " + brokers.length + " brokers" + (down.length ? "; not answering: " + down.join(", ") : "");
+    }
+    return text + "; updated " + new Date().toLocaleTimeString();
   }
 
   async function poll() {
@@ -288,6 +298,7 @@
         state = body;
         failingSince = 0;
         document.body.classList.remove("stale");
+        document.body.classList.toggle("fleet", (body.brokers || []).length > 1);
         render();
         setStatus("live", summary());
       }

@@ -104,23 +104,27 @@ class Nginx:
 
 
 class Fleet:
-    """``count`` brokers, each serving both sides on one port, behind nginx."""
+    """``count`` brokers, each serving both sides on one port, behind nginx;
+    with ``peers`` each broker knows the others (``--peer``)."""
 
-    def __init__(self, folder, count=3, *broker_args):
+    def __init__(self, folder, count=3, *broker_args, peers=False):
         self.folder = str(folder)
         self.broker_args = broker_args
         self.started = 0
-        self.brokers = [self.add_broker() for _ in range(count)]
+        ports = [free_port() for _ in range(count)]
+        self.brokers = [self.add_broker(port, [p for p in ports if p != port] if peers else ()) for port in ports]
         self.nginx = Nginx(os.path.join(self.folder, "nginx"), [b.lambda_port for b in self.brokers])
 
-    def add_broker(self):
+    def add_broker(self, port=None, peers=()):
         """Start one more broker (named broker-1, broker-2, ...)."""
         self.started += 1
-        index, port = self.started, free_port()
+        index, port = self.started, port or free_port()
+        peer_args = [arg for peer in peers for arg in ("--peer", "127.0.0.1:%d" % peer)]
         return BrokerProcess(
             os.path.join(self.folder, "broker-%d.log" % index),
             "--name",
             "broker-%d" % index,
+            *peer_args,
             *self.broker_args,
             ports=(port, port),
         )
