@@ -391,17 +391,7 @@ class Registry:
         debuggers. Returns False if the watcher limit refused it."""
         if len(self._watched) >= self.max_watchers:
             reason = "broker holds %d control connections, its limit" % self.max_watchers
-            log_event(
-                "limit_hit",
-                logging.WARNING,
-                side=Side.LAMBDA,
-                function_id=function_id,
-                peer=peer.address,
-                watchers=len(self._watched),
-                code=int(CloseCode.TOO_MANY_SESSIONS),
-                reason=reason,
-            )
-            self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
+            self._refuse(peer, Side.LAMBDA, function_id, reason, watchers=len(self._watched))
             return False
         self._watchers.setdefault(function_id, {})[peer] = now
         self._watched[peer] = function_id
@@ -679,24 +669,11 @@ class Registry:
         filters.add(when)
         if len(filters) <= MAX_FILTERS and len(json.dumps(sorted(filters))) <= MAX_FILTERS_BYTES:
             return True
-        reason = (
-            "the function ID has as many different --when filters armed as it may (%d, or %d KiB); "
-            % (
-                MAX_FILTERS,
-                MAX_FILTERS_BYTES // 1024,
-            )
-            + "reuse one or end some"
+        reason = "the function ID has as many different --when filters armed as it may (%d, or %d KiB); " % (
+            MAX_FILTERS,
+            MAX_FILTERS_BYTES // 1024,
         )
-        log_event(
-            "limit_hit",
-            logging.WARNING,
-            side=Side.DEBUGGER,
-            function_id=function_id,
-            peer=peer.address,
-            code=int(CloseCode.TOO_MANY_SESSIONS),
-            reason=reason,
-        )
-        self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
+        self._refuse(peer, Side.DEBUGGER, function_id, reason + "reuse one or end some")
         return False
 
     def _ask_about_filters(self, session: Session) -> None:
@@ -754,19 +731,22 @@ class Registry:
             )
         else:
             return True
+        self._refuse(peer, side, function_id, reason, request_id=request_id, sessions=self._count)
+        return False
+
+    def _refuse(self, peer: Peer, side: Side, function_id: str, reason: str, **fields) -> None:
+        """Close ``peer`` because a limit was hit, and log it."""
         log_event(
             "limit_hit",
             logging.WARNING,
             side=side,
             function_id=function_id,
-            request_id=request_id,
             peer=peer.address,
-            sessions=self._count,
             code=int(CloseCode.TOO_MANY_SESSIONS),
             reason=reason,
+            **fields,
         )
         self._call(peer, "close", CloseCode.TOO_MANY_SESSIONS, reason)
-        return False
 
     def _add_invocation(self, session: Session, peer: Peer, invocation: Invocation, now: float) -> None:
         session.lambda_peer = peer

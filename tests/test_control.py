@@ -10,12 +10,10 @@ import urllib.parse
 import pytest
 import websocket
 
-from broker_server.app import BrokerServer
-from broker_server.config import BrokerConfig
 from lambda_debugger.lambda_side import control
 from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.wire import filters, protocol, wsframes
-from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, wait_until
+from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, broker_in_thread, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -85,12 +83,7 @@ def test_good_filters_pass():
 
 @pytest.fixture
 def broker():
-    server = BrokerServer(
-        BrokerConfig(
-            host="127.0.0.1", lambda_port=0, debugger_port=0, lambda_token=LAMBDA_TOKEN, debugger_token=DEBUGGER_TOKEN
-        )
-    )
-    server.start_in_thread()
+    server = broker_in_thread()
     yield server
     server.stop()
 

@@ -6,13 +6,11 @@ import time
 import pytest
 import websocket
 
-from broker_server.app import BrokerServer
-from broker_server.config import BrokerConfig
 from lambda_debugger.lambda_side import handshake
 from lambda_debugger.lambda_side.budget import WaitBudget
 from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.wire import protocol
-from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, free_port
+from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, broker_in_thread, free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,12 +27,7 @@ class Context:
 
 @pytest.fixture
 def broker():
-    server = BrokerServer(
-        BrokerConfig(
-            host="127.0.0.1", lambda_port=0, debugger_port=0, lambda_token=LAMBDA_TOKEN, debugger_token=DEBUGGER_TOKEN
-        )
-    )
-    server.start_in_thread()
+    server = broker_in_thread()
     yield server
     server.stop()
 

@@ -145,6 +145,18 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
+def broker_in_thread():
+    """A broker on free loopback ports in a thread of this process (stop it
+    with ``.stop()``), with the tests' two tokens."""
+    from broker_server.app import BrokerServer
+    from broker_server.config import BrokerConfig
+
+    config = BrokerConfig(
+        host="127.0.0.1", lambda_port=0, debugger_port=0, lambda_token=LAMBDA_TOKEN, debugger_token=DEBUGGER_TOKEN
+    )
+    return BrokerServer(config).start_in_thread()
+
+
 def wait_until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
