@@ -165,7 +165,8 @@
   // button keeps its focus while the tables refresh.
   function renderAttach() {
     const ids = functionIds();
-    const key = ids.join("\n") + "\n" + brokerAddress();
+    const counts = state.control_connections_by_function || {};
+    const key = ids.map((id) => id + " " + (counts[id] || 0)).join("\n") + "\n" + brokerAddress();
     if (key === attachKey) return;
     attachKey = key;
     const box = byId("attach");

@@ -109,6 +109,7 @@ class Fleet:
 
     def __init__(self, folder, count=3, *broker_args, peers=False):
         self.folder = str(folder)
+        os.makedirs(self.folder, exist_ok=True)
         self.broker_args = broker_args
         self.started = 0
         ports = [free_port() for _ in range(count)]
