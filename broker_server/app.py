@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import bind_sockets
@@ -153,6 +154,9 @@ class BrokerServer:
         self.lambda_port = lambda_sockets[0].getsockname()[1]
         self.debugger_port = debugger_sockets[0].getsockname()[1]
         self._state.name = self.config.name or "%s:%d" % (socket.gethostname(), self.lambda_port)
+        if self.config.peers:
+            # Each page view asks every peer at once; queued requests would time out.
+            AsyncHTTPClient.configure(None, max_clients=max(10, 4 * len(self.config.peers)))
         self._reaper = PeriodicCallback(self._reap, REAP_INTERVAL_S * 1000)
         self._reaper.start()
         self._loop = IOLoop.current()

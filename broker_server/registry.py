@@ -150,6 +150,8 @@ class Session:
         #: What the Lambda side said when the handler ended (``Ended``).
         self.ended_message: Optional[str] = None
         self.exit_code: Optional[int] = None
+        #: The Lambda side vanished without closing (no close frame).
+        self.lost = False
 
     @property
     def request_id(self) -> Optional[str]:
@@ -455,6 +457,8 @@ class Registry:
             self._end(session, None, "lambda side left while no debugger was attached", leaver=peer, now=now)
         elif session.state is not SessionState.PAIRED:
             # Nobody else to tell: the waiting side simply goes away.
+            if side is Side.LAMBDA and close_code is None:
+                session.lost = True  # no close frame: its sandbox was stopped or its network cut
             self._end(session, None, "%s side left before pairing" % side.value, leaver=peer, now=now)
         elif side is Side.LAMBDA and close_code == CloseCode.INVOCATION_DONE:
             self._end(session, CloseCode.INVOCATION_DONE, "invocation finished", leaver=peer, now=now)
@@ -583,14 +587,17 @@ class Registry:
 
     def _remember(self, session: Session, code: Optional[int], reason: str, now: float) -> None:
         """Add an ended invocation to :attr:`recent`, with how it ended:
-        ``debugged``, ``ran normally``, ``timed out`` or ``crashed``."""
+        ``debugged``, ``ran normally``, ``timed out``, ``crashed`` or
+        ``lost`` (its Lambda side vanished without a word)."""
         invocation = session.invocation
         if invocation is None:
             return  # a debugger that left unpaired is no invocation's story
         if session.exit_code not in (None, 0):
             outcome, detail = "crashed", session.ended_message or "exit status %s" % session.exit_code
-        elif session.deadline_ms is not None and now * 1000 >= session.deadline_ms - 1000 and not session.ended_message:
+        elif session.deadline_ms is not None and now * 1000 >= session.deadline_ms and not session.ended_message:
             outcome, detail = "timed out", "the invocation reached its deadline"
+        elif session.lost:
+            outcome, detail = "lost", "its Lambda side went away without closing (sandbox stopped or network cut)"
         elif session.attachments:
             outcome, detail = "debugged", session.ended_message or reason
         else:

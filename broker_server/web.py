@@ -24,6 +24,7 @@ from lambda_debugger.wire.protocol import DEFAULT_DEBUGGER_PORT, bearer, broker_
 
 from .handlers import BrokerState, token_accepted
 from .logfmt import log_event
+from .registry import RECENT_ENDED
 
 BASIC_REALM = 'Basic realm="lambda-debugger"'
 
@@ -137,6 +138,8 @@ class StateApi(_DebuggerTokenRequired):
                     counts[function_id] = counts.get(function_id, 0) + count
             body["sessions"].sort(key=lambda s: s.get("since") or 0)
             body["ended"].sort(key=lambda e: e.get("ended") or 0, reverse=True)
+            del body["ended"][RECENT_ENDED:]
+        body["now"] = time.time()  # after the peers: the page sets its clock by it
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(body, separators=(",", ":")))
 

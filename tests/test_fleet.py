@@ -153,9 +153,9 @@ def test_a_dead_broker_ends_only_its_sessions_and_its_function_ids_move_on(fleet
         stop.set()
         for thread in threads:
             thread.join(90)
-        survivors = {fid: results[fid] for fid in FUNCTION_IDS if fid not in doomed}
+        survivors = {fid: results.get(fid) for fid in FUNCTION_IDS if fid not in doomed}
         assert survivors == {fid: True for fid in survivors}, survivors
-        assert all(results[fid] is not True for fid in doomed), {fid: results[fid] for fid in doomed}
+        assert all(results.get(fid) is not True for fid in doomed), {fid: results.get(fid) for fid in doomed}
     finally:
         close_all(pairs)
     wait_until(lambda: not any(b.sessions() for b in fleet.brokers if b is not victim), 10, "the old sessions to end")
@@ -195,8 +195,12 @@ def test_the_page_and_apis_answer_through_nginx(fleet):
         "http://127.0.0.1:%d/api/status" % fleet.nginx.debugger_port,
         headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert json.loads(response.read())["broker"] in {"broker-1", "broker-2", "broker-3"}
+    answered = set()
+    for _ in range(6):
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answered.add(json.loads(response.read())["broker"])
+    # Always the same broker (not round-robin): the page's tables hold still.
+    assert len(answered) == 1 and answered <= {"broker-1", "broker-2", "broker-3"}
     # The Lambda-facing listener serves nothing of the developer side.
     for path in ("/api/status", "/", "/debug/fn-01"):
         try:

@@ -228,10 +228,13 @@ def test_ended_invocations_are_remembered_with_how_they_ended(registry):
     registry.handler_ended(dbg2, "a debugger cannot say this", 9)  # only the Lambda side may
     registry.handler_ended(lam2, "the handler's process ended (exit status 3)", 3)
     registry.peer_left(lam2, CloseCode.INVOCATION_DONE, now=T0)
-    # Nobody came.
+    # Nobody came: it stopped waiting, or its sandbox went without a word.
     lam3 = FakePeer("l3")
     registry.lambda_arrived(lam3, "fn", invocation("r-normal"), T0)
-    registry.peer_left(lam3, now=T0)
+    registry.peer_left(lam3, CloseCode.NOT_WAITING, now=T0)
+    lam6 = FakePeer("l6")
+    registry.lambda_arrived(lam6, "fn", invocation("r-lost"), T0)
+    registry.peer_left(lam6, None, now=T0)
     # Its deadline passed under the debugger.
     lam4, dbg4 = FakePeer("l4"), FakePeer("d4")
     registry.lambda_arrived(lam4, "fn", invocation("r-late", deadline_ms=int(T0 * 1000)), T0 - 60)
@@ -242,16 +245,17 @@ def test_ended_invocations_are_remembered_with_how_they_ended(registry):
     how = [(e["request_id"], e["outcome"], e["detail"]) for e in registry.recent]
     assert how == [
         ("r-late", "timed out", "the invocation reached its deadline"),
+        ("r-lost", "lost", "its Lambda side went away without closing (sandbox stopped or network cut)"),
         ("r-normal", "ran normally", "no debugger attached; the handler ran without one"),
         ("r-crashed", "crashed", "the handler's process ended (exit status 3)"),
         ("r-debugged", "debugged", "the handler returned"),
     ]
-    assert registry.recent[2]["attachments"] == 1 and registry.recent[1]["attachments"] == 0
+    assert registry.recent[3]["attachments"] == 1 and registry.recent[2]["attachments"] == 0
 
 
 def test_only_the_last_ended_invocations_are_kept(registry):
     for i in range(60):
         lam = FakePeer("l%d" % i)
         registry.lambda_arrived(lam, "fn", invocation("r-%d" % i), T0)
-        registry.peer_left(lam)
+        registry.peer_left(lam, CloseCode.NOT_WAITING, now=T0)
     assert len(registry.recent) == 50 and registry.recent[0]["request_id"] == "r-59"

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 
 from tests.support.chain import REPO, BrokerProcess, free_port, stop_process, wait_until
@@ -39,7 +38,9 @@ def render(ports, lambda_port, debugger_port):
     """The shipped configuration with these brokers' ports and listeners."""
     with open(os.path.join(NGINX_DIR, "lambda-debugger.conf")) as source:
         text = source.read()
-    servers = "".join("    server 127.0.0.1:%d max_fails=1 fail_timeout=10s;\n" % port for port in ports)
+    example = re.search(r"    server 10\.0\.1\.\d+:8000 ([^\n]*)\n", text)
+    assert example, "the example servers of lambda-debugger.conf changed"
+    servers = "".join("    server 127.0.0.1:%d %s\n" % (port, example.group(1)) for port in ports)
     text, count = re.subn(r"(    server 10\.0\.1\.\d+:8000 [^\n]*\n)+", lambda _: servers, text)
     assert count == 1, "the example servers of lambda-debugger.conf changed"
     text = text.replace("listen 8080;", "listen 127.0.0.1:%d;" % lambda_port, 1)
@@ -54,7 +55,7 @@ class Nginx:
         self.dir = str(folder)
         os.makedirs(os.path.join(self.dir, "temp"), exist_ok=True)
         self.lambda_port, self.debugger_port = free_port(), free_port()
-        shutil.copy(os.path.join(NGINX_DIR, "lambda-debugger-websocket.conf"), self.dir)
+        shutil.copytree(os.path.join(NGINX_DIR, "snippets"), os.path.join(self.dir, "snippets"))
         self.configure(broker_ports)
         with open(os.path.join(self.dir, "nginx.conf"), "w") as conf:
             conf.write(MAIN_CONF.format(dir=self.dir))
@@ -73,16 +74,16 @@ class Nginx:
 
     def reload(self, broker_ports):
         """Point nginx at these brokers, as an operator's reload would; returns
-        once the new workers run."""
-        before = self._workers_started()
+        once the new workers run and the old ones (idle here) have exited."""
+        started, exited = self._log_count("start worker process"), self._log_count("exited with code")
         self.configure(broker_ports)
         os.kill(self.process.pid, signal.SIGHUP)
-        wait_until(lambda: self._workers_started() > before, 10, "nginx to reload")
-        time.sleep(0.2)
+        wait_until(lambda: self._log_count("start worker process") > started, 10, "nginx's new workers")
+        wait_until(lambda: self._log_count("exited with code") > exited, 10, "nginx's old workers to exit")
 
-    def _workers_started(self):
+    def _log_count(self, text):
         with open(os.path.join(self.dir, "error.log"), errors="replace") as log:
-            return log.read().count("start worker process")
+            return log.read().count(text)
 
     def _healthy(self):
         if self.process.poll() is not None:
