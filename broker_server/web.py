@@ -232,7 +232,7 @@ INDEX_HTML = """<!doctype html>
 <body>
 <header>
 <h1>lambda-debugger broker</h1>
-<p id="status" role="status" aria-live="polite">loading...</p>
+<p><span id="status" role="status" aria-live="polite">loading...</span> <span id="updated" class="hint"></span></p>
 <p><label for="filter">Filter by function ID</label>
 <input id="filter" type="search" autocomplete="off" spellcheck="false" placeholder="e.g. orders"></p>
 </header>

@@ -268,3 +268,49 @@ def test_the_page_through_nginx_shows_every_brokers_sessions(tmp_path):
         if driver is not None:
             stop_chromium(driver)
         fleet.stop()
+
+
+def test_a_broker_merges_its_peers_state_and_names_the_silent_one():
+    import socket
+
+    from tests.support.chain import broker_in_thread
+
+    silent = socket.socket()  # accepts, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    other = broker_in_thread(name="other")
+    own = broker_in_thread(
+        name="own", peers=("127.0.0.1:%d" % other.debugger_port, "127.0.0.1:%d" % silent.getsockname()[1])
+    )
+    sockets = []
+    try:
+        for broker, function_id in ((own, "mine"), (other, "theirs")):
+            ws = websocket.create_connection(
+                "ws://127.0.0.1:%d/debug/%s" % (broker.debugger_port, function_id),
+                header=protocol.bearer(DEBUGGER_TOKEN),
+                timeout=10,
+            )
+            sockets.append(ws)
+            assert json.loads(ws.recv())["type"] == "armed"
+
+        def state(query=""):
+            request = urllib.request.Request(
+                "http://127.0.0.1:%d/api/state%s" % (own.debugger_port, query),
+                headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read()), time.time()
+
+        merged, received = state()
+        assert {s["function_id"]: s["broker"] for s in merged["sessions"]} == {"mine": "own", "theirs": "other"}
+        brokers = {b["broker"]: b["ok"] for b in merged["brokers"]}
+        assert brokers == {"own": True, "other": True, "127.0.0.1:%d" % silent.getsockname()[1]: False}
+        assert received - merged["now"] < 0.5  # read after the 2 s the silent peer took
+        local, _ = state("?local=1")  # what peers ask each other: no fan-out
+        assert [s["function_id"] for s in local["sessions"]] == ["mine"] and "brokers" not in local
+    finally:
+        for ws in sockets:
+            ws.close()
+        own.stop()
+        other.stop()
+        silent.close()

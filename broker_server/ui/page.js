@@ -6,6 +6,7 @@
 (() => {
   const POLL_MS = 1000;
   const REFUSED_POLL_MS = 5000;
+  const ANSWER_TIMEOUT_MS = 5000; // a broker that keeps a request longer counts as gone
   const SHORT_S = 30; // a countdown below this is highlighted
   // Built from the origin, never from location.href: a page opened as
   // http://user:token@host/ would otherwise hand fetch() a URL with
@@ -16,7 +17,9 @@
   let state = null;
   let clockOffset = 0; // the broker's clock minus ours, in ms
   let failingSince = 0;
+  let failure = ""; // why the last poll failed
   let attachKey = "";
+  const tableKeys = {}; // what each table shows, to rebuild it only on a change
 
   const byId = (id) => document.getElementById(id);
 
@@ -27,7 +30,9 @@
   }
 
   function attachCommand(functionId) {
-    return "lambda-debugger attach " + functionId + " --broker " + brokerAddress();
+    // "--" keeps an ID that starts with "-" from reading as an option.
+    const id = functionId.startsWith("-") ? "-- " + functionId : functionId;
+    return "lambda-debugger attach --broker " + brokerAddress() + " " + id;
   }
 
   function launchConfiguration(functionId) {
@@ -101,10 +106,15 @@
     return !wanted || functionId.toLowerCase().includes(wanted);
   }
 
+  // Rebuilt only when what it shows changed (countdowns tick by
+  // themselves), so that a selection or a screen reader's place survives.
   function fill(tableId, items, columns, emptyText) {
     const body = byId(tableId).tBodies[0];
-    body.textContent = "";
     const shown = items.filter((item) => matches(item.function_id));
+    const key = JSON.stringify([shown, byId("filter").value, shown.length ? "" : items.length]);
+    if (tableKeys[tableId] === key) return;
+    tableKeys[tableId] = key;
+    body.textContent = "";
     for (const item of shown) {
       const row = body.insertRow();
       columns(row, item);
@@ -165,9 +175,11 @@
   // button keeps its focus while the tables refresh.
   function renderAttach() {
     const ids = functionIds();
-    const counts = state.control_connections_by_function || {};
-    const key = ids.map((id) => id + " " + (counts[id] || 0)).join("\n") + "\n" + brokerAddress();
-    if (key === attachKey) return;
+    const key = ids.join("\n") + "\n" + brokerAddress();
+    if (key === attachKey) {
+      showWatching();
+      return;
+    }
     attachKey = key;
     const box = byId("attach");
     box.textContent = "";
@@ -182,18 +194,26 @@
       const article = document.createElement("article");
       const title = document.createElement("h3");
       title.textContent = id;
-      const containers = (state.control_connections_by_function || {})[id];
-      article.append(title);
-      if (containers) {
-        const p = document.createElement("p");
-        p.className = "hint";
-        p.textContent = containers + " warm container" + (containers === 1 ? "" : "s") + " watching (always on)";
-        article.append(p);
-      }
+      const watching = document.createElement("p");
+      watching.className = "hint watching";
+      watching.dataset.functionId = id;
+      article.append(title, watching);
       article.append(copyable("Command", attachCommand(id), "Copy command", "Copy the attach command for " + id));
       article.append(copyable("VS Code configuration (launch.json)", launchConfiguration(id), "Copy configuration",
         "Copy the VS Code configuration for " + id, true));
       box.append(article);
+    }
+    showWatching();
+  }
+
+  // How many warm containers of each function keep a control connection;
+  // updated in place, as it changes often.
+  function showWatching() {
+    const counts = state.control_connections_by_function || {};
+    for (const p of document.querySelectorAll("#attach .watching")) {
+      const n = counts[p.dataset.functionId] || 0;
+      const text = n ? n + " warm container" + (n === 1 ? "" : "s") + " watching (always on)" : "";
+      if (p.textContent !== text) p.textContent = text;
     }
   }
 
@@ -212,10 +232,13 @@
     const done = document.createElement("span");
     done.className = "copied";
     done.setAttribute("role", "status");
+    let timer = 0;
     button.addEventListener("click", async () => {
       const ok = await copy(text);
+      button.focus(); // the fallback's selection took it
       done.textContent = ok ? "Copied" : "Select the text and copy it (the browser did not allow copying)";
-      setTimeout(() => (done.textContent = ""), 3000);
+      clearTimeout(timer);
+      timer = setTimeout(() => (done.textContent = ""), 3000);
     });
     if (folded) {
       const details = document.createElement("details");
@@ -253,16 +276,19 @@
     return ok;
   }
 
-  function setStatus(kind, text) {
+  // The status line is a live region: it changes (and is read out) only
+  // when its message does; the time of the last update sits beside it.
+  function setStatus(kind, text, detail) {
     const status = byId("status");
-    status.className = kind;
-    status.textContent = text;
+    if (status.className !== kind) status.className = kind;
+    if (status.textContent !== text) status.textContent = text;
+    byId("updated").textContent = detail || "";
   }
 
   function showFailure() {
     const seconds = Math.floor((Date.now() - failingSince) / 1000);
-    setStatus("error", "Cannot reach the broker at " + location.host + " (for " + duration(seconds) +
-      "); retrying every second. The tables show what it said last.");
+    setStatus("error", "Cannot reach the broker at " + location.host + " (" + failure + "); retrying every " +
+      "second. The tables show what it said last.", "for " + duration(seconds));
   }
 
   function summary() {
@@ -274,16 +300,19 @@
       const down = brokers.filter((b) => !b.ok).map((b) => b.broker + " (" + b.problem + ")");
       text += " across " + brokers.length + " brokers" + (down.length ? "; not answering: " + down.join(", ") : "");
     }
-    return text + "; updated " + new Date().toLocaleTimeString();
+    return text;
   }
 
   async function poll() {
     let next = POLL_MS;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), ANSWER_TIMEOUT_MS);
     try {
       const response = await fetch(API, {
         cache: "no-store",
         credentials: "same-origin",
         headers: { Accept: "application/json", "X-Lambda-Debugger-Page": "1" },
+        signal: abort.signal,
       });
       if (response.status === 401) {
         failingSince = 0;
@@ -294,19 +323,32 @@
       } else if (!response.ok) {
         throw new Error("HTTP " + response.status);
       } else {
-        const body = await response.json();
+        let body;
+        try {
+          body = await response.json();
+        } catch (error) {
+          throw new Error("its answer is not the broker's: is a proxy in the way?");
+        }
         clockOffset = body.now * 1000 - Date.now();
         state = body;
         failingSince = 0;
         document.body.classList.remove("stale");
         document.body.classList.toggle("fleet", (body.brokers || []).length > 1);
-        render();
-        setStatus("live", summary());
+        try {
+          render();
+        } catch (error) {
+          setStatus("error", "The page could not show the broker's answer: " + error.message);
+          return setTimeout(poll, next);
+        }
+        setStatus("live", summary(), "updated " + new Date().toLocaleTimeString());
       }
     } catch (error) {
       if (!failingSince) failingSince = Date.now();
+      failure = error.name === "AbortError" ? "no answer within " + ANSWER_TIMEOUT_MS / 1000 + " s" : error.message;
       document.body.classList.add("stale");
       showFailure();
+    } finally {
+      clearTimeout(timer);
     }
     setTimeout(poll, next);
   }

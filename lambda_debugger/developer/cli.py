@@ -307,15 +307,17 @@ def _sessions(args) -> int:
         import ssl
 
         context = ssl.create_default_context(cafile=ca_file)
-    if len(args.broker) > 1:
+    brokers = list(dict.fromkeys(args.broker))  # each once, in the order given
+    if len(brokers) > 1:
         # A fleet: each broker holds its own function IDs.
-        sessions, problems = fetch_fleet(args.broker, token, context=context)
+        sessions, problems = fetch_fleet(brokers, token, context=context)
         for problem in problems:
             print("lambda-debugger sessions: %s" % problem, file=sys.stderr)
-        print(json.dumps(sessions, indent=2) if args.json else format_sessions(sessions))
+        if len(problems) < len(brokers):  # nothing to show when none answered
+            print(json.dumps(sessions, indent=2) if args.json else format_sessions(sessions))
         return 1 if problems else 0
     try:
-        sessions = fetch_sessions(args.broker[0], token, context=context)
+        sessions = fetch_sessions(brokers[0], token, context=context)
     except SessionsError as exc:
         print("lambda-debugger sessions: %s" % exc, file=sys.stderr)
         return 1

@@ -145,16 +145,15 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
-def broker_in_thread():
+def broker_in_thread(**settings):
     """A broker on free loopback ports in a thread of this process (stop it
-    with ``.stop()``), with the tests' two tokens."""
+    with ``.stop()``), with the tests' two tokens and any other ``settings``."""
     from broker_server.app import BrokerServer
     from broker_server.config import BrokerConfig
 
-    config = BrokerConfig(
-        host="127.0.0.1", lambda_port=0, debugger_port=0, lambda_token=LAMBDA_TOKEN, debugger_token=DEBUGGER_TOKEN
-    )
-    return BrokerServer(config).start_in_thread()
+    values = dict(lambda_port=0, debugger_port=0, lambda_token=LAMBDA_TOKEN, debugger_token=DEBUGGER_TOKEN)
+    values.update(settings)
+    return BrokerServer(BrokerConfig(host="127.0.0.1", **values).validate()).start_in_thread()
 
 
 def wait_until(predicate, timeout: float, what: str):
