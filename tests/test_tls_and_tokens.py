@@ -148,3 +148,38 @@ def test_no_token_appears_in_any_log_of_a_session_and_its_refusals(tmp_path, own
         assert text.strip(), path
         leaked = [fragment for fragment in fragments if fragment in text]
         assert not leaked, "%s holds part of a token: %s" % (path, leaked[:3])
+
+
+@pytest.mark.chain
+def test_always_on_over_tls_reads_its_control_connection_and_pairs(tls_broker, certificates, make_function, tmp_path):
+    function = make_function(
+        broker=tls_broker, env={"DEBUGGER_CA_FILE": certificates["ca.pem"], "DEBUGGER_WAIT_MAX": "0"}
+    )
+    before = tls_broker.lambda_connections()
+    for _ in range(10):
+        assert function.invoke().ok
+    assert tls_broker.lambda_connections() == before + 1  # one control connection, over TLS
+    bridge = BridgeProcess(
+        tls_broker,
+        str(tmp_path / "bridge.log"),
+        extra_args=["--ca-file", certificates["ca.pem"], "--when", "length(items) == `3`"],
+    )
+    try:
+        client = bridge.connect()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            configured = pool.submit(
+                client.attach_and_configure, {function.path: [break_line(function.path)]}, timeout=30
+            )
+            tls_broker.wait_for_state("armed")
+            # The update arrived as TLS records the container reads without blocking.
+            future = function.invoke_async()
+            configured.result(timeout=30)
+            stopped = client.wait_stopped(timeout=30)
+            client.continue_(stopped["threadId"])
+            result = future.result(timeout=30)
+        assert result.ok and json.loads(result.payload)["total"] == 6
+        assert tls_broker.lambda_connections() == before + 2
+    finally:
+        bridge.stop()
