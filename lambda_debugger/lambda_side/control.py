@@ -21,6 +21,7 @@ the function initialises.
 
 import enum
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -29,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.wire import filters, protocol, wsframes
-from lambda_debugger.wire.endpoints import describe_close, describe_error, open_websocket
+from lambda_debugger.wire.endpoints import describe_close, describe_error, open_websocket, parse_close
 
 log = logging.getLogger("lambda_debugger")
 
@@ -70,10 +71,8 @@ class ControlLink:
         self.opened = 0  # connections opened in this process
         self._decoder = wsframes.FrameDecoder(max_payload=protocol.MAX_CONTROL_MESSAGE_BYTES)
         self._fragments: List[bytes] = []
-
-    def fileno(self) -> int:
-        """The socket's descriptor, or -1 (a forked child closes it)."""
-        return self.sock.fileno() if self.sock is not None else -1
+        self._answered = False  # the broker's first answer to watch came
+        self._close: Optional[Tuple[Optional[int], str]] = None  # what the broker closed with
 
     def check(self, config: LambdaConfig, event: Any, connect_timeout: float, name: str) -> Tuple[Decision, Dict]:
         """Decide whether this invocation asks the broker for a debugger.
@@ -168,9 +167,6 @@ class ControlLink:
         log.log(level, "%s: control connection to the broker open; %s", name, describe_armed(self.armed))
         return True
 
-    _answered = False
-    _close: Optional[Tuple[Optional[int], str]] = None  # what the broker closed with
-
     def _refused(self) -> None:
         """The broker closed a new control connection instead of answering:
         say why, and ask per invocation for a while (for good if it is
@@ -238,8 +234,6 @@ class ControlLink:
                 self.sock.sendall(wsframes.encode(wsframes.OP_PONG, payload))
                 self.sock.settimeout(timeout)
             elif opcode == wsframes.OP_CLOSE:
-                from lambda_debugger.wire.endpoints import parse_close
-
                 self._close = parse_close(payload)
                 self.close()
                 self.armed = []
@@ -270,8 +264,6 @@ def describe_armed(armed: List[dict]) -> str:
 
 
 def _function_name() -> str:
-    import os
-
     return os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
 
 
