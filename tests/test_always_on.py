@@ -10,12 +10,22 @@ matches, and every other invocation runs as without the package.
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.chain import DEBUGGER_TOKEN, LAMBDA_TOKEN, BridgeProcess, BrokerProcess, break_line, wait_until
+from tests.support.chain import (
+    DEBUGGER_TOKEN,
+    LAMBDA_TOKEN,
+    REPO,
+    BridgeProcess,
+    BrokerProcess,
+    break_line,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.chain]
 
@@ -68,6 +78,16 @@ def test_idle_invocations_cost_one_connection_per_container(own_broker, make_fun
         assert result.ok and json.loads(result.payload) == expected
     assert broker.lambda_connections() == 1
     assert broker.status()["control_connections_by_function"] == {"orders": 1}
+    # What a developer sees: the container is connected, nothing is waiting.
+    listing = subprocess.run(
+        [sys.executable, "-m", "lambda_debugger", "sessions", "--broker", "127.0.0.1:%d" % broker.debugger_port],
+        env=dict(os.environ, BROKER_DEBUGGER_TOKEN=DEBUGGER_TOKEN, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines() == ["no sessions", "always on, warm containers connected: orders 1"]
     logs = function.logs()
     assert logs.count("control connection to the broker open; no debugger armed") == 1
     assert "waiting" not in logs and "debugger attached" not in logs

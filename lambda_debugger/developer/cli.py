@@ -295,7 +295,12 @@ def _print_vscode_config(args) -> int:
 
 
 def _sessions(args) -> int:
-    from lambda_debugger.developer.sessions import SessionsError, fetch_fleet, fetch_sessions, format_sessions
+    from lambda_debugger.developer.sessions import (
+        SessionsError,
+        fetch_fleet,
+        fetch_sessions,
+        fetch_status,
+    )
 
     try:
         token, ca_file = _token(args), _ca_file(args)
@@ -310,19 +315,31 @@ def _sessions(args) -> int:
     brokers = list(dict.fromkeys(args.broker))  # each once, in the order given
     if len(brokers) > 1:
         # A fleet: each broker holds its own function IDs.
-        sessions, problems = fetch_fleet(brokers, token, context=context)
+        sessions, problems, watching = fetch_fleet(brokers, token, context=context)
         for problem in problems:
             print("lambda-debugger sessions: %s" % problem, file=sys.stderr)
         if len(problems) < len(brokers):  # nothing to show when none answered
-            print(json.dumps(sessions, indent=2) if args.json else format_sessions(sessions))
+            _print_sessions(args, sessions, watching)
         return 1 if problems else 0
     try:
         sessions = fetch_sessions(brokers[0], token, context=context)
     except SessionsError as exc:
         print("lambda-debugger sessions: %s" % exc, file=sys.stderr)
         return 1
-    print(json.dumps(sessions, indent=2) if args.json else format_sessions(sessions))
+    status = fetch_status(brokers[0], token, context=context) if not args.json else {}
+    _print_sessions(args, sessions, status.get("control_connections_by_function") or {})
     return 0
+
+
+def _print_sessions(args, sessions: List[dict], watching: dict) -> None:
+    from lambda_debugger.developer.sessions import format_sessions, format_watching
+
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return
+    print(format_sessions(sessions))
+    if format_watching(watching):
+        print(format_watching(watching))
 
 
 def _local(args) -> int:

@@ -6,7 +6,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from lambda_debugger.wire import protocol
 
@@ -50,36 +50,51 @@ def fetch_sessions(broker: str, token: Optional[str], *, timeout: float = 5.0, c
     return sessions
 
 
-def broker_name(broker: str, token: Optional[str], *, timeout: float = 5.0, context=None) -> str:
-    """How the broker names itself (``--name``); the address given for a
-    broker older than names."""
+def fetch_status(broker: str, token: Optional[str], *, timeout: float = 5.0, context=None) -> dict:
+    """The broker's ``/api/status`` (its name, and the warm containers'
+    control connections per function ID); empty for a broker older than it."""
     try:
         data = _get_json(broker, "/api/status", token, timeout, context)
     except SessionsError:
-        return broker
-    name = data.get("broker") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and name else broker
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def fetch_fleet(
     brokers: Sequence[str], token: Optional[str], *, timeout: float = 5.0, context=None
-) -> Tuple[List[dict], List[str]]:
+) -> Tuple[List[dict], List[str], Dict[str, int]]:
     """Ask every broker at once; return their sessions merged (each with
-    the ``broker`` that holds it) and a line for each broker that failed."""
+    the ``broker`` that holds it), a line for each broker that failed, and
+    the control connections per function ID over all of them."""
 
-    def ask(broker: str) -> Tuple[List[dict], Optional[str]]:
+    def ask(broker: str) -> Tuple[List[dict], Optional[str], dict]:
         try:
             sessions = fetch_sessions(broker, token, timeout=timeout, context=context)
         except SessionsError as exc:
-            return [], "%s: %s" % (broker, exc)
-        name = broker_name(broker, token, timeout=timeout, context=context)
-        return [dict(session, broker=name) for session in sessions], None
+            return [], "%s: %s" % (broker, exc), {}
+        status = fetch_status(broker, token, timeout=timeout, context=context)
+        name = status.get("broker") if isinstance(status.get("broker"), str) and status.get("broker") else broker
+        return [dict(session, broker=name) for session in sessions], None, status
 
     with ThreadPoolExecutor(max_workers=min(16, len(brokers)) or 1) as pool:
         answers = list(pool.map(ask, brokers))
-    merged = [session for sessions, _ in answers for session in sessions]
+    merged = [session for sessions, _, _ in answers for session in sessions]
     merged.sort(key=lambda session: session.get("since") or 0)
-    return merged, [problem for _, problem in answers if problem]
+    watching: Dict[str, int] = {}
+    for _, _, status in answers:
+        for function_id, count in (status.get("control_connections_by_function") or {}).items():
+            watching[function_id] = watching.get(function_id, 0) + count
+    return merged, [problem for _, problem, _ in answers if problem], watching
+
+
+def format_watching(watching: Dict[str, int]) -> str:
+    """A line naming the function IDs whose warm containers keep a control
+    connection (always on), or "" when none does."""
+    if not watching:
+        return ""
+    return "always on, warm containers connected: " + ", ".join(
+        "%s %d" % (function_id, count) for function_id, count in sorted(watching.items())
+    )
 
 
 def _get_json(broker: str, path: str, token: Optional[str], timeout: float, context):
