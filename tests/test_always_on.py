@@ -69,6 +69,25 @@ class ArmedIde:
         self.pool.shutdown(wait=False)
 
 
+@pytest.fixture
+def filtered_debugger(tmp_path):
+    """start(broker, function_path, when) -> (bridge, ide): a bridge with
+    ``--when`` and an IDE armed through it; both closed after the test."""
+    started = []
+
+    def start(broker, function_path, when):
+        bridge = BridgeProcess(broker, str(tmp_path / ("bridge-%d.log" % len(started))), extra_args=("--when", when))
+        started.append([bridge, None])
+        started[-1][1] = ArmedIde(bridge, function_path)
+        return started[-1]
+
+    yield start
+    for bridge, ide in started:
+        if ide is not None:
+            ide.close()
+        bridge.stop()
+
+
 def test_idle_invocations_cost_one_connection_per_container(own_broker, make_function):
     broker = own_broker()
     function = make_function(broker=broker, env=ALWAYS_ON)
@@ -93,129 +112,90 @@ def test_idle_invocations_cost_one_connection_per_container(own_broker, make_fun
     assert "waiting" not in logs and "debugger attached" not in logs
 
 
-def test_when_pairs_only_the_invocations_that_match(own_broker, make_function, tmp_path):
+def test_when_pairs_only_the_invocations_that_match(own_broker, make_function, filtered_debugger):
     broker = own_broker()
     function = make_function(broker=broker, env=ALWAYS_ON)
     expected = {user: plain_payload(make_function, order(user)) for user in ("alice", "bob")}
     assert function.invoke(order("bob")).ok  # the control connection is open
-    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"), extra_args=("--when", "user == 'alice'"))
-    ide = None
-    try:
-        ide = ArmedIde(bridge, function.path)
-        armed = broker.wait_for_state("armed")
-        assert armed[0]["when"] == "user == 'alice'"
-        # Bob's invocations are neither paired nor delayed.
-        for _ in range(3):
-            result = function.invoke(order("bob"))
-            assert result.ok and json.loads(result.payload) == expected["bob"]
-            assert result.duration_ms < 500
-        assert broker.wait_for_state("armed")
-        future = function.invoke_async(order("alice"))
-        assert ide.stop_and_read() == "'alice'"
-        result = future.result(timeout=60)
-        assert result.ok and json.loads(result.payload) == expected["alice"]
-        output = bridge.output()
-        assert "armed for invocations of orders whose event matches user == 'alice'" in output
-        assert "attached to orders" in output
-        assert "this event matches the debugger's filter \"user == 'alice'\"" in function.logs()
-        # One control connection and one connection for the debugged invocation.
-        assert broker.lambda_connections() == 2
-    finally:
-        if ide is not None:
-            ide.close()
-        bridge.stop()
+    bridge, ide = filtered_debugger(broker, function.path, "user == 'alice'")
+    armed = broker.wait_for_state("armed")
+    assert armed[0]["when"] == "user == 'alice'"
+    # Bob's invocations are neither paired nor delayed.
+    for _ in range(3):
+        result = function.invoke(order("bob"))
+        assert result.ok and json.loads(result.payload) == expected["bob"]
+        assert result.duration_ms < 500
+    assert broker.wait_for_state("armed")
+    future = function.invoke_async(order("alice"))
+    assert ide.stop_and_read() == "'alice'"
+    result = future.result(timeout=60)
+    assert result.ok and json.loads(result.payload) == expected["alice"]
+    output = bridge.output()
+    assert "armed for invocations of orders whose event matches user == 'alice'" in output
+    assert "attached to orders" in output
+    assert "this event matches the debugger's filter \"user == 'alice'\"" in function.logs()
+    # One control connection and one connection for the debugged invocation.
+    assert broker.lambda_connections() == 2
 
 
-def test_debuggers_with_different_filters_each_get_their_own(own_broker, make_function, tmp_path):
+def test_debuggers_with_different_filters_each_get_their_own(own_broker, make_function, filtered_debugger):
     broker = own_broker()
     containers = [make_function(broker=broker, env=ALWAYS_ON, folder="container-%d" % i) for i in range(2)]
     for container in containers:
         assert container.invoke(order("carol")).ok
-    bridges, ides = [], []
-    try:
-        # Bob's invocations go to the first container, Alice's to the second.
-        for user, container in (("alice", containers[1]), ("bob", containers[0])):
-            bridge = BridgeProcess(
-                broker, str(tmp_path / ("%s.log" % user)), extra_args=("--when", "user == '%s'" % user)
-            )
-            bridges.append(bridge)
-            ides.append(ArmedIde(bridge, container.path))
-        broker.wait_for_state("armed", count=2)
-        bob = containers[0].invoke_async(order("bob"))
-        alice = containers[1].invoke_async(order("alice"))
-        assert ides[1].stop_and_read() == "'bob'"
-        assert ides[0].stop_and_read() == "'alice'"
-        assert bob.result(timeout=60).ok and alice.result(timeout=60).ok
-        # Carol's invocation matches no filter: it runs at once.
-        result = containers[0].invoke(order("carol"))
-        assert result.ok and result.duration_ms < 500
-    finally:
-        for ide in ides:
-            ide.close()
-        for bridge in bridges:
-            bridge.stop()
+    # Bob's invocations go to the first container, Alice's to the second.
+    _, alice_ide = filtered_debugger(broker, containers[1].path, "user == 'alice'")
+    _, bob_ide = filtered_debugger(broker, containers[0].path, "user == 'bob'")
+    broker.wait_for_state("armed", count=2)
+    bob = containers[0].invoke_async(order("bob"))
+    alice = containers[1].invoke_async(order("alice"))
+    assert bob_ide.stop_and_read() == "'bob'"
+    assert alice_ide.stop_and_read() == "'alice'"
+    assert bob.result(timeout=60).ok and alice.result(timeout=60).ok
+    # Carol's invocation matches no filter: it runs at once.
+    result = containers[0].invoke(order("carol"))
+    assert result.ok and result.duration_ms < 500
 
 
-def test_a_filtered_debugger_asks_an_invocation_that_is_already_waiting(own_broker, make_function, tmp_path):
+def test_a_filtered_debugger_asks_an_invocation_that_is_already_waiting(own_broker, make_function, filtered_debugger):
     broker = own_broker()
     function = make_function(broker=broker, env={"DEBUGGER_WAIT_MAX": "30000"})
     future = function.invoke_async(order("alice"))
     broker.wait_for_state("waiting")
-    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"), extra_args=("--when", "user == 'alice'"))
-    ide = None
-    try:
-        ide = ArmedIde(bridge, function.path)
-        assert ide.stop_and_read() == "'alice'"
-        assert future.result(timeout=60).ok
-    finally:
-        if ide is not None:
-            ide.close()
-        bridge.stop()
+    bridge, ide = filtered_debugger(broker, function.path, "user == 'alice'")
+    assert ide.stop_and_read() == "'alice'"
+    assert future.result(timeout=60).ok
 
 
-def test_an_invocation_that_does_not_match_waits_on_without_pairing(own_broker, make_function, tmp_path):
+def test_an_invocation_that_does_not_match_waits_on_without_pairing(own_broker, make_function, filtered_debugger):
     broker = own_broker()
     function = make_function(broker=broker, env={"DEBUGGER_WAIT_MAX": "3000"})
     expected = plain_payload(make_function, order("bob"))
-    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"), extra_args=("--when", "user == 'alice'"))
-    ide = None
-    try:
-        ide = ArmedIde(bridge, function.path)
-        broker.wait_for_state("armed")
-        result = function.invoke(order("bob"))
-        assert result.ok and json.loads(result.payload) == expected
-        assert "no debugger attached in time" in function.logs()
-        assert broker.wait_for_state("armed")  # still armed, for Alice
-    finally:
-        if ide is not None:
-            ide.close()
-        bridge.stop()
+    bridge, ide = filtered_debugger(broker, function.path, "user == 'alice'")
+    broker.wait_for_state("armed")
+    result = function.invoke(order("bob"))
+    assert result.ok and json.loads(result.payload) == expected
+    assert "no debugger attached in time" in function.logs()
+    assert broker.wait_for_state("armed")  # still armed, for Alice
 
 
-def test_a_filter_that_fails_on_an_event_is_no_match_logged_once(own_broker, make_function, tmp_path):
+def test_a_filter_that_fails_on_an_event_is_no_match_logged_once(own_broker, make_function, filtered_debugger):
     broker = own_broker()
     function = make_function(broker=broker, env=ALWAYS_ON)
     expected = plain_payload(make_function, order("bob"))
     assert function.invoke(order("bob")).ok
     # length() of a number is a JMESPath type error, on every event here.
-    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"), extra_args=("--when", "length(items[0].price) > `1`"))
-    ide = None
-    try:
-        ide = ArmedIde(bridge, function.path)
-        broker.wait_for_state("armed")
-        for _ in range(3):
-            result = function.invoke(order("bob"))
-            assert result.ok and json.loads(result.payload) == expected
-        logs = function.logs()
-        assert logs.count("failed on an event") == 1
-        assert "counted as no match" in logs
-    finally:
-        if ide is not None:
-            ide.close()
-        bridge.stop()
+    bridge, ide = filtered_debugger(broker, function.path, "length(items[0].price) > `1`")
+    broker.wait_for_state("armed")
+    for _ in range(3):
+        result = function.invoke(order("bob"))
+        assert result.ok and json.loads(result.payload) == expected
+    logs = function.logs()
+    assert logs.count("failed on an event") == 1
+    assert "counted as no match" in logs
 
 
-def test_a_broker_restart_costs_one_new_connection_and_loses_nothing(own_broker, make_function, tmp_path):
+def test_a_broker_restart_costs_one_new_connection_and_loses_nothing(own_broker, make_function, filtered_debugger):
     broker = own_broker()
     ports = (broker.lambda_port, broker.debugger_port)
     function = make_function(broker=broker, env=ALWAYS_ON)
@@ -231,18 +211,11 @@ def test_a_broker_restart_costs_one_new_connection_and_loses_nothing(own_broker,
         assert result.ok and json.loads(result.payload) == expected
     assert restarted.lambda_connections() == 1
     assert restarted.status()["control_connections"] == 1
-    bridge = BridgeProcess(restarted, str(tmp_path / "bridge.log"), extra_args=("--when", "user == 'alice'"))
-    ide = None
-    try:
-        ide = ArmedIde(bridge, function.path)
-        restarted.wait_for_state("armed")
-        future = function.invoke_async(order("alice"))
-        assert ide.stop_and_read() == "'alice'"
-        assert json.loads(future.result(timeout=60).payload) == expected
-    finally:
-        if ide is not None:
-            ide.close()
-        bridge.stop()
+    bridge, ide = filtered_debugger(restarted, function.path, "user == 'alice'")
+    restarted.wait_for_state("armed")
+    future = function.invoke_async(order("alice"))
+    assert ide.stop_and_read() == "'alice'"
+    assert json.loads(future.result(timeout=60).payload) == expected
     # The broker gone for good: invocations run normally, without delay.
     restarted.process.kill()
     restarted.process.wait(5)
@@ -254,7 +227,7 @@ def test_a_broker_restart_costs_one_new_connection_and_loses_nothing(own_broker,
 
 
 def test_a_frozen_container_keeps_its_connection_and_sees_a_debugger_armed_meanwhile(
-    own_broker, make_function, tmp_path
+    own_broker, make_function, filtered_debugger
 ):
     # Pings every second and a heartbeat every second: a frozen container
     # answers neither, for longer than the broker would wait for a pong.
@@ -262,26 +235,19 @@ def test_a_frozen_container_keeps_its_connection_and_sees_a_debugger_armed_meanw
     function = make_function(broker=broker, env=ALWAYS_ON)
     expected = plain_payload(make_function, order("alice"))
     assert function.invoke(order("alice")).ok
-    bridge = BridgeProcess(broker, str(tmp_path / "bridge.log"), extra_args=("--when", "user == 'alice'"))
-    ide = None
+    os.killpg(function.local.pid, signal.SIGSTOP)  # Lambda freezes the whole sandbox
     try:
-        os.killpg(function.local.pid, signal.SIGSTOP)  # Lambda freezes the whole sandbox
-        try:
-            ide = ArmedIde(bridge, function.path)
-            broker.wait_for_state("armed")
-            time.sleep(4.0)  # longer than every keepalive of the broker
-            assert broker.status()["control_connections"] == 1
-        finally:
-            os.killpg(function.local.pid, signal.SIGCONT)
-        future = function.invoke_async(order("alice"))
-        assert ide.stop_and_read() == "'alice'"
-        assert json.loads(future.result(timeout=60).payload) == expected
-        # The control connection outlived the freeze: no new one was opened.
-        assert broker.lambda_connections() == 2
+        _, ide = filtered_debugger(broker, function.path, "user == 'alice'")
+        broker.wait_for_state("armed")
+        time.sleep(4.0)  # longer than every keepalive of the broker
+        assert broker.status()["control_connections"] == 1
     finally:
-        if ide is not None:
-            ide.close()
-        bridge.stop()
+        os.killpg(function.local.pid, signal.SIGCONT)
+    future = function.invoke_async(order("alice"))
+    assert ide.stop_and_read() == "'alice'"
+    assert json.loads(future.result(timeout=60).payload) == expected
+    # The control connection outlived the freeze: no new one was opened.
+    assert broker.lambda_connections() == 2
 
 
 def next_change(ws, armed):

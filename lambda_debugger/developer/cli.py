@@ -262,8 +262,9 @@ def _print_vscode_config(args) -> int:
         if args.token and args.token_file:
             raise _UsageError("give --token or --token-file, not both")
         ca_file = _ca_file(args)
-        if args.when is not None and filters.problem(args.when):
-            raise _UsageError("--when: %s" % filters.problem(args.when))
+        problem = filters.problem(args.when) if args.when is not None else None
+        if problem:
+            raise _UsageError("--when: %s" % problem)
     except (ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
