@@ -210,16 +210,15 @@ class BrokerProcess:
             return False
 
     def sessions(self) -> list:
-        request = urllib.request.Request(
-            "%s://127.0.0.1:%d/api/sessions" % (self.scheme, self.debugger_port),
-            headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
-        )
-        with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
-            return json.loads(response.read())
+        return self._api("sessions")
 
     def status(self) -> dict:
+        return self._api("status")
+
+    def _api(self, name: str):
+        """``GET /api/<name>`` with the debugger token, as JSON."""
         request = urllib.request.Request(
-            "%s://127.0.0.1:%d/api/status" % (self.scheme, self.debugger_port),
+            "%s://127.0.0.1:%d/api/%s" % (self.scheme, self.debugger_port, name),
             headers={"Authorization": "Bearer " + DEBUGGER_TOKEN},
         )
         with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
