@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, List, Optional, TextIO, Tuple
 
+from lambda_debugger.developer.live_code import DROP, LiveCode
 from lambda_debugger.wire import dap, filters, pairing, protocol, relay
 from lambda_debugger.wire.endpoints import (
     SocketEndpoint,
@@ -29,10 +30,13 @@ from lambda_debugger.wire.endpoints import (
     open_websocket,
 )
 from lambda_debugger.wire.pairing import Waited
-from lambda_debugger.wire.prefetch import StopAnswers, options_request
+from lambda_debugger.wire.prefetch import StopAnswers
 
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
 MAX_EARLY_BYTES = 1024 * 1024
+
+#: The bridge's own requests go to the broker in WebSocket frames of at most this size.
+FRAME_BYTES = 256 * 1024
 
 #: Seconds between progress lines when the output is not a terminal.
 REPORT_EVERY_S = 10.0
@@ -92,17 +96,28 @@ class IdeEndpoint(SocketEndpoint):
     """The IDE's connection, following the DAP conversation both ways.
     Messages of the bridge's own go out only between two of the adapter's
     messages. With ``prefetch``, the IDE's requests that a stop's context
-    answers are answered here, and contexts are kept from the IDE.
+    answers are answered here, and contexts are kept from the IDE. Push and
+    restart (:class:`LiveCode`) take their messages out of both directions.
 
     Attributes:
         stops: the current stop's context, or None without prefetch.
+        live: push and restart for this session.
     """
 
-    def __init__(self, sock: socket.socket, *, prefetch: bool = True):
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        prefetch: bool = True,
+        push_dir: Optional[str] = None,
+        say: Callable[[str], None] = lambda text: None,
+    ):
         super().__init__(sock, "ide")
         self.dap = dap.Conversation()
         self.stops: Optional[StopAnswers] = StopAnswers() if prefetch else None
+        self.live = LiveCode(push_dir, self.dap, say=say, to_ide=self.inject)
         self._pending: List[bytes] = []
+        self._for_adapter: List[bytes] = []  # the bridge's requests, and what the IDE sent after them
         self._dropping = False  # the adapter's message being relayed is not for the IDE
 
     def read(self) -> Optional[bytes]:
@@ -111,6 +126,14 @@ class IdeEndpoint(SocketEndpoint):
             return data
         forward = []
         for chunk in self.dap.ide_chunks(data):
+            if self._for_adapter:  # behind a request of the bridge's: keep the order
+                self._for_adapter.append(chunk.data)
+                continue
+            if chunk.whole and chunk.head.get("type") == "request" and self.live.from_ide(chunk.head):
+                if self.stops is not None:
+                    self.stops.forget()
+                self._take_own()
+                continue
             if self.stops is not None and not chunk.unparsed:
                 if chunk.whole and chunk.head.get("type") == "request":
                     response = self.stops.answer(chunk.head)
@@ -129,9 +152,34 @@ class IdeEndpoint(SocketEndpoint):
         out = []
         for chunk in self.dap.adapter_chunks(data):
             if chunk.first:
-                self._dropping = self.stops is not None and self.stops.on_adapter_message(chunk.head, whole=chunk.last)
+                verdict = self.live.from_adapter(chunk.head, whole=chunk.last)
+                if isinstance(verdict, dict):  # a message changed on its way (initialize's capabilities)
+                    out.append(dap.encode(verdict))
+                    self._dropping = True
+                elif verdict == DROP:
+                    self._dropping = True
+                else:
+                    self._dropping = self.stops is not None and self.stops.on_adapter_message(
+                        chunk.head, whole=chunk.last
+                    )
             if not self._dropping:
                 out.append(chunk.data)
+        return out
+
+    def _take_own(self) -> None:
+        if self.live.own and not self.dap.from_ide.inside_message:
+            self._for_adapter += self.live.own
+            self.live.own.clear()
+
+    def control_waiting(self) -> bool:
+        """Whether the bridge has requests for the Lambda side (see :meth:`take_for_adapter`)."""
+        self._take_own()
+        return bool(self._for_adapter)
+
+    def take_for_adapter(self) -> List[bytes]:
+        """The bridge's requests for the Lambda side, in the order of the
+        IDE's stream, to send now."""
+        out, self._for_adapter = self._for_adapter, []
         return out
 
     def inject(self, message: bytes) -> None:
@@ -171,6 +219,7 @@ class AttachBridge:
         first_message_s: float = FIRST_MESSAGE_S,
         prefetch: bool = True,
         when: Optional[str] = None,
+        push_dir: Optional[str] = None,
     ):
         if not protocol.valid_function_id(function_id):
             raise BridgeError("function ID must match %s" % protocol.FUNCTION_ID_PATTERN)
@@ -189,6 +238,7 @@ class AttachBridge:
         self.warn_at = tuple(sorted(warn_at, reverse=True))
         self.first_message_s = first_message_s
         self.prefetch = prefetch
+        self.push_dir = push_dir
         self.sessions = 0
         self.paired: Optional[protocol.Paired] = None
         self.broker_problem: Optional[str] = None
@@ -339,7 +389,7 @@ class AttachBridge:
         """
         where = " from %s:%d" % peer[:2] if peer else ""
         ide.settimeout(30)
-        ide_end = IdeEndpoint(ide, prefetch=self.prefetch)
+        ide_end = IdeEndpoint(ide, prefetch=self.prefetch, push_dir=self.push_dir, say=self.say)
         early = self._first_message(ide_end, where, stop)
         if early is None:
             return False
@@ -527,9 +577,9 @@ class AttachBridge:
         last_report = time.monotonic()
         # Warnings already due at pairing would only be noise.
         warnings = [t for t in self.warn_at if deadline_ms / 1000.0 - time.time() > t]
-        if self.prefetch:
-            # Before anything of the IDE's: the Lambda side reads it first.
-            pump.enqueue(broker, options_request(ide.dap.next_seq()))
+        ide.live.deadline_ms = deadline_ms
+        # Before anything of the IDE's: the Lambda side reads it first.
+        pump.enqueue(broker, ide.live.options(self.prefetch))
         if early:
             pump.enqueue(broker, early)
         while True:
@@ -539,6 +589,11 @@ class AttachBridge:
                     due = warnings.pop(0)
                 self._warn(ide, due)
             result = pump.run(deadline=time.monotonic() + 1.0)
+            if result.reason == relay.CONTROL and result.endpoint is ide:
+                for data in ide.take_for_adapter():
+                    for start in range(0, len(data), FRAME_BYTES):  # within the broker's frame limit
+                        pump.enqueue(broker, data[start : start + FRAME_BYTES])
+                continue
             if result.reason == relay.CONTROL:
                 message = broker.receive_control()
                 if isinstance(message, protocol.Ended):

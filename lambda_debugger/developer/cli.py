@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
         " neither paired with this debugger nor delayed by it",
     )
     attach.add_argument(
+        "--push",
+        metavar="LOCAL_DIR",
+        help="run your local edits in the debugged invocation, without a deploy: the .py files under"
+        " LOCAL_DIR (what the function's task root holds) that differ from the deployed ones are sent"
+        " when a session starts and whenever the IDE restarts it; only the debugged invocation runs"
+        " them. Dependencies are not pushed. With --print-vscode-config: a directory relative to the"
+        " workspace folder, mapped to --remote-root",
+    )
+    attach.add_argument(
         "--warn-at",
         default="60,30,10",
         metavar="S[,S...]",
@@ -178,6 +187,14 @@ def _ca_file(args) -> Optional[str]:
     return args.ca_file
 
 
+def _push_dir(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    if not os.path.isdir(value):
+        raise _UsageError("--push %s: not a directory" % value)
+    return os.path.abspath(value)
+
+
 def _attach(args) -> int:
     from lambda_debugger.developer.bridge import AttachBridge, BridgeError, parse_listen
 
@@ -194,6 +211,7 @@ def _attach(args) -> int:
             warn_at=_warn_at(args.warn_at),
             prefetch=args.prefetch,
             when=args.when,
+            push_dir=_push_dir(args.push),
         )
     except (BridgeError, ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
@@ -205,6 +223,12 @@ def _attach(args) -> int:
         "bridging to %s%s"
         % (bridge.url, " for invocations whose event matches %s" % args.when if args.when is not None else "")
     )
+    if bridge.push_dir is not None:
+        bridge.say(
+            "pushing the .py files of %s that differ from the deployed ones into each debugged invocation"
+            " (dependencies are not pushed); the IDE's restart runs the invocation again with your edits"
+            % bridge.push_dir
+        )
     if not bridge.token:
         bridge.say(
             "warning: no debugger token (BROKER_DEBUGGER_TOKEN, --token or --token-file); the broker"
@@ -265,6 +289,10 @@ def _print_vscode_config(args) -> int:
         problem = filters.problem(args.when) if args.when is not None else None
         if problem:
             raise _UsageError("--when: %s" % problem)
+        if args.push is not None and (os.path.isabs(args.push) or ".." in args.push.replace("\\", "/").split("/")):
+            raise _UsageError(
+                "with --print-vscode-config, --push is a directory inside the workspace folder, like . or src"
+            )
     except (ValueError, protocol.ProtocolError, _UsageError) as exc:
         print("lambda-debugger attach: %s" % exc, file=sys.stderr)
         return 2
@@ -279,6 +307,7 @@ def _print_vscode_config(args) -> int:
         once=args.once,
         prefetch=args.prefetch,
         when=args.when,
+        push_dir=args.push,
     )
     print(render(files), end="")
     # Guidance goes to stderr so that stdout stays one JSON document.

@@ -106,6 +106,7 @@ def tasks_config(
     once: bool = False,
     prefetch: bool = True,
     when: Optional[str] = None,
+    push_dir: Optional[str] = None,
 ) -> dict:
     """The content of ``.vscode/tasks.json``.
 
@@ -119,6 +120,8 @@ def tasks_config(
             and the next F5 starts it again).
         prefetch: False starts the bridge with ``--no-prefetch``.
         when: the bridge's ``--when`` filter, passed on as one argument.
+        push_dir: the bridge's ``--push`` directory (``${workspaceFolder}``
+            based), the same as launch.json's ``localRoot``.
     """
     inputs = []
     if function_id is None:
@@ -157,6 +160,8 @@ def tasks_config(
         args.append("--no-prefetch")
     if when is not None:
         args += ["--when", when]
+    if push_dir is not None:
+        args += ["--push", push_dir]
     task = {
         "label": TASK_LABEL + (" (%s)" % function_id if function_id else ""),
         "type": "process",
@@ -191,10 +196,18 @@ def vscode_files(
     once: bool = False,
     prefetch: bool = True,
     when: Optional[str] = None,
+    push_dir: Optional[str] = None,
 ) -> Dict[str, dict]:
-    """Both files, keyed by their path in the project."""
+    """Both files, keyed by their path in the project. With ``push_dir``
+    (relative to the workspace folder), that directory is both pushed and
+    mapped to ``remote_root``."""
+    local_root = "${workspaceFolder}"
+    if push_dir is not None and push_dir not in ("", "."):
+        local_root += "/" + push_dir.strip("/")
     return {
-        ".vscode/launch.json": launch_config(function_id=function_id, listen=listen, remote_root=remote_root),
+        ".vscode/launch.json": launch_config(
+            function_id=function_id, listen=listen, remote_root=remote_root, local_root=local_root
+        ),
         ".vscode/tasks.json": tasks_config(
             function_id=function_id,
             broker=broker,
@@ -204,6 +217,7 @@ def vscode_files(
             once=once,
             prefetch=prefetch,
             when=when,
+            push_dir=local_root if push_dir is not None else None,
         ),
     }
 

@@ -90,6 +90,22 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     conn.send((PipeMessage.READY, port))
     import debugpy
 
+    # Before debugpy reads the IDE's breakpoints (the proxy holds them until
+    # PUSHED): they must bind in the pushed code.
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):  # the proxy gave up on this session
+        return
+    if not isinstance(message, tuple) or message[0] != PipeMessage.PUSH:
+        return
+    files, task_root = message[1], message[2]
+    report = []
+    if files:
+        from lambda_debugger.lambda_side import pushed_code
+
+        report = pushed_code.apply(files, task_root)
+        handler = pushed_code.current_handler(handler, report)
+    conn.send((PipeMessage.PUSHED, report))
     debugpy.wait_for_client()
     conn.send((PipeMessage.CONFIGURED,))
     try:

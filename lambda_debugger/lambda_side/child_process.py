@@ -89,6 +89,11 @@ class ChildProcess:
             if not self.process.is_alive():
                 return None
 
+    def push(self, files, task_root: str) -> None:
+        """Hand the started child the pushed files (maybe none); it answers
+        ``PUSHED``."""
+        self.conn.send((PipeMessage.PUSH, files, task_root))
+
     def go(self) -> None:
         """Let the configured child run the handler."""
         self.conn.send(PipeMessage.GO)

@@ -6,6 +6,9 @@ Child -> proxy, in this order:
 
 * ``(READY, port)``: debugpy listens on 127.0.0.1:port, or
   ``(FAILED, reason)``: it could not start (the proxy runs the handler);
+* ``(PUSHED, report)``: it applied the proxy's ``(PUSH, files, task_root)``
+  (proxy -> child, always sent, ``files`` empty without a code push; see
+  :mod:`lambda_debugger.lambda_side.pushed_code`), one report entry per file;
 * ``(CONFIGURED,)``: the debugger finished configuring; the child then
   waits for the proxy's ``GO`` (proxy -> child) and runs the handler;
 * then one of ``(RESULT, value)``, ``(RESULT_JSON, text)`` (a value that
@@ -23,6 +26,8 @@ class PipeMessage(str, enum.Enum):
 
     READY = "ready"
     FAILED = "failed"
+    PUSH = "push"
+    PUSHED = "pushed"
     CONFIGURED = "configured"
     GO = "go"
     RESULT = "result"

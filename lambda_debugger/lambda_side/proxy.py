@@ -11,12 +11,14 @@ handler must not run twice.
 """
 
 import enum
+import functools
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from lambda_debugger.lambda_side import child, control, errors, versions
 from lambda_debugger.lambda_side.budget import WaitBudget
@@ -25,7 +27,7 @@ from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.lambda_side.debugpy_endpoint import DebugpyEndpoint
 from lambda_debugger.lambda_side.handshake import BROKER_RETRY_AFTER_S, Handshake, broker_breaker
 from lambda_debugger.lambda_side.pipe import PipeMessage
-from lambda_debugger.wire import dap, filters, protocol, relay
+from lambda_debugger.wire import dap, filters, protocol, push, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     WebSocketEndpoint,
@@ -40,6 +42,36 @@ DRAIN_S = 1.0
 
 #: How often a quiet relay checks that the broker is still there.
 KEEPALIVE_TICK_S = 1.0
+
+
+def task_root() -> str:
+    return os.environ.get("LAMBDA_TASK_ROOT") or "/var/task"
+
+
+@functools.lru_cache(maxsize=4)
+def deployed_manifest(root: str) -> dict:
+    """The function's own source files and their hashes, once per process
+    (the task root does not change)."""
+    return push.manifest(root)
+
+
+def pushed_line(entry: dict) -> str:
+    """One entry of a push report, for the function's log."""
+    line = "%s (sha256 %s): %s" % (entry.get("path"), push.short(str(entry.get("sha256"))), entry.get("status"))
+    return line + ("; " + entry["message"] if entry.get("message") else "")
+
+
+def _response(request: dict, body: Optional[dict] = None, error: Optional[str] = None) -> dict:
+    response = {
+        "type": "response",
+        "request_seq": request.get("seq"),
+        "command": request.get("command"),
+        "success": error is None,
+        "body": body or {},
+    }
+    if error is not None:
+        response["message"] = error
+    return response
 
 
 class RelayMode(enum.Enum):
@@ -132,6 +164,11 @@ class DebugSession:
         self.debugpy: Optional[DebugpyEndpoint] = None
         self.debugpy_port = 0
         self.pump: Optional[relay.Pump] = None
+        self.runs = 0  # children that ran the handler (more than one after a restart)
+        self._child_awaits_push = False
+        self._push_request: Optional[dict] = None  # answered once the child applied it
+        self._restart_request: Optional[dict] = None  # answered once the new child runs
+        self._pushed: List[dict] = []
 
     def __repr__(self) -> str:
         return "Session[%s/%s]" % (self.config.function_id, self.request_id)
@@ -207,6 +244,22 @@ class DebugSession:
     def _start_child(self, attach_by: float) -> bool:
         """Fork the child and connect to its debugpy; False (after saying
         why) when that fails before the handler started."""
+        problem = self._fork_child(attach_by)
+        if problem:
+            self._give_up(problem)
+            return False
+        return True
+
+    def _fork_child(
+        self,
+        attach_by: float,
+        files: Optional[list] = None,
+        replay: Sequence[dict] = (),
+        options: Optional[dict] = None,
+    ) -> str:
+        """Fork a child and connect to its debugpy, gated until a push is
+        applied (``files`` known now, or the bridge's to come). Returns ""
+        or what went wrong."""
         self.child = ChildProcess(
             self.handler,
             self.event,
@@ -220,27 +273,37 @@ class DebugSession:
         message = self.child.next_message(attach_by)
         if not message or message[0] != PipeMessage.READY:
             failed = message and message[0] == PipeMessage.FAILED
-            self._give_up(message[1] if failed else "the child did not start")
-            return False
+            return message[1] if failed else "the child did not start"
         self.debugpy_port = message[1]
         try:
             sock = socket.create_connection(("127.0.0.1", self.debugpy_port), timeout=5)
         except OSError as exc:
-            self._give_up("cannot reach the child's debugpy (%s)" % exc)
-            return False
+            return "cannot reach the child's debugpy (%s)" % exc
         sock.settimeout(IO_TIMEOUT_S)
-        self.debugpy = DebugpyEndpoint(sock)
+        self.debugpy = DebugpyEndpoint(sock, gated=True, replay=replay, options=options)
         self.broker.settimeout(IO_TIMEOUT_S)
-        return True
+        self._child_awaits_push = True
+        if files is not None:
+            self._send_push(files)
+        return ""
+
+    def _send_push(self, files: list) -> None:
+        self._child_awaits_push = False
+        self.child.push(files, task_root())
 
     def _relay_until_done(self, attach_by: float) -> Optional[Outcome]:
-        watch = self.child.watch
         self.pump = relay.Pump(self.broker, self.debugpy)
         mode = RelayMode.RELAYING
         while True:
+            watch = self.child.watch  # a restart forks another child
             if mode is RelayMode.RELAYING:
                 tick = time.monotonic() + KEEPALIVE_TICK_S
                 result = self.pump.run(deadline=tick if self.started else min(tick, attach_by), watch=watch)
+                if result.reason == relay.CONTROL and result.endpoint is self.debugpy:
+                    failed = self._bridge_requests()
+                    if failed is not None:
+                        return failed
+                    continue
                 if result.reason == relay.CONTROL:
                     message = self.broker.receive_control()
                     if isinstance(message, protocol.Detached):
@@ -287,6 +350,121 @@ class DebugSession:
                 self.pump.flush(self.broker)
                 self._tell_debugger(outcome.describe(), outcome.exit_status())
             return outcome
+
+    # The bridge's own requests: options, push, restart ---------------------
+
+    def _bridge_requests(self) -> Optional[Outcome]:
+        """Answer what the bridge asked in the stream. Returns an Outcome
+        only when a restart could not start the handler again."""
+        for command, request in self.debugpy.take_actions():
+            if command == "options":
+                self._on_options(request)
+            elif command == push.PUSH_COMMAND and request is not None:
+                self._on_push(request)
+            elif command == push.RESTART_COMMAND and request is not None:
+                outcome = self._restart(request)
+                if outcome is not None:
+                    return outcome
+        return None
+
+    def _on_options(self, request: Optional[dict]) -> None:
+        arguments = (request or {}).get("arguments")
+        wants_push = isinstance(arguments, dict) and arguments.get("push") is True
+        if request is not None:
+            body: dict = {"restart": True, "push": True}
+            if wants_push:
+                body["manifest"] = deployed_manifest(task_root())
+            self.debugpy.reply(_response(request, body))
+        if self._child_awaits_push and not wants_push:
+            self._send_push([])
+
+    def _on_push(self, request: dict) -> None:
+        if not self._child_awaits_push:
+            self.debugpy.reply(
+                _response(
+                    request,
+                    error="the handler is already running: restart it (the IDE's restart button) to run your files",
+                )
+            )
+            return
+        try:
+            files = self._decode_push(request)
+        except push.PushRefused as exc:
+            log.warning("%r: code push refused: %s; the deployed code runs", self, exc)
+            self.debugpy.reply(_response(request, error="push refused: %s; the deployed code runs" % exc))
+            self._send_push([])
+            return
+        self._push_request = request
+        self._send_push(files)
+
+    @staticmethod
+    def _decode_push(request: dict) -> List[push.PushedFile]:
+        if request.get("too_large"):
+            raise push.PushRefused("the request is larger than %d MB" % (push.MAX_BYTES // (1024 * 1024)))
+        arguments = request.get("arguments")
+        return push.decode_files(arguments.get("files", []) if isinstance(arguments, dict) else None)
+
+    def _on_pushed(self, report: List[dict]) -> None:
+        """The child applied the push: say what it ran, let the IDE's
+        configuration through."""
+        self._pushed = report
+        for entry in report:
+            log.info("%r: pushed %s", self, pushed_line(entry))
+        self.debugpy.open_gate()
+        if self._push_request is not None:
+            self.debugpy.reply(_response(self._push_request, {"files": report}))
+            self._push_request = None
+
+    def _restart(self, request: dict) -> Optional[Outcome]:
+        """Run the handler again from the top in a fresh child, with the
+        files pushed again and the IDE's configuration replayed. Returns an
+        Outcome when no handler runs any more."""
+        left = self.context.get_remaining_time_in_millis() / 1000.0
+        why = ""
+        files: List[push.PushedFile] = []
+        arguments = request.get("arguments") if isinstance(request.get("arguments"), dict) else {}
+        replay = arguments.get("configuration")
+        if not self.started:
+            why = "the handler has not started yet"
+        elif left < push.MIN_RESTART_S:
+            why = "only %.1f s left before the Lambda timeout, too little to run the handler again" % left
+        elif self.debugpy.inside_message:
+            why = "debugpy is sending a message; try again"
+        elif not isinstance(replay, list) or not all(isinstance(r, dict) for r in replay):
+            why = "the restart request carries no configuration"
+        else:
+            try:
+                files = self._decode_push(request)
+            except push.PushRefused as exc:
+                why = "push refused: %s" % exc
+        if why:
+            log.info("%r: restart refused: %s", self, why)
+            self.debugpy.reply(_response(request, error="restart refused: " + why))
+            self.debugpy.cancel_restart()
+            return None
+        log.info("%r: restart: running the handler again in a fresh child (%.1f s left)", self, left)
+        held, options = self.debugpy.after_restart, self.debugpy.options
+        self.pump.flush(self.broker)
+        self.debugpy.close()
+        self.debugpy = None
+        self.child.end(reported=False)
+        self._restart_request = request
+        problem = self._fork_child(time.monotonic() + max(1.0, left - 1.0), files=files, replay=replay, options=options)
+        if problem:
+            log.error("%r: the restart failed: %s", self, problem)
+            if self.debugpy is not None:
+                self.pump = relay.Pump(self.broker, self.debugpy)
+            self.outcome = Outcome(
+                OutcomeKind.ERROR,
+                error=child.RemoteError(
+                    "RuntimeError", "builtins", "lambda-debugger could not run the handler again: " + problem, []
+                ),
+            )
+            return self.outcome
+        self.pump = relay.Pump(self.broker, self.debugpy)
+        for chunk in held:
+            self.pump.enqueue(self.debugpy, chunk.data)
+        return None
 
     def _detach(self, message: protocol.Detached) -> RelayMode:
         """The debugger left while the handler runs: resume the handler, end
@@ -389,14 +567,21 @@ class DebugSession:
             message = child_.receive()
             if message is not None:
                 kind = message[0]
+                if kind == PipeMessage.PUSHED:
+                    self._on_pushed(message[1])
+                    return None
                 if kind == PipeMessage.CONFIGURED:
-                    if time.monotonic() > attach_by:
+                    if not self.started and time.monotonic() > attach_by:
                         self._give_up("the debugger finished attaching too late")
                         return Fallback.RUN_HERE
                     # Decided here, not in the child, so that a session given
                     # up by the proxy can never have started the handler.
                     self.started = True
+                    self.runs += 1
                     child_.go()
+                    if self._restart_request is not None:
+                        self.debugpy.reply(_response(self._restart_request, {"files": self._pushed, "run": self.runs}))
+                        self._restart_request = None
                     return None
                 if kind == PipeMessage.RESULT:
                     self.outcome = Outcome(OutcomeKind.VALUE, value=message[1])

@@ -103,9 +103,18 @@ def changes_state(request: dict) -> bool:
     return command not in READ_ONLY_REQUESTS
 
 
-def options_request(seq: int) -> bytes:
-    """The bridge's request that turns prefetch on, framed."""
-    return encode({"seq": seq, "type": "request", "command": OPTIONS_COMMAND, "arguments": {"prefetch": True}})
+def options_request(seq: int, *, prefetch: bool = True, push: bool = False) -> bytes:
+    """The bridge's first request, framed: prefetch on or off, and whether
+    it pushes code (then the Lambda side's response carries its manifest,
+    see :mod:`lambda_debugger.wire.push`)."""
+    return encode(
+        {
+            "seq": seq,
+            "type": "request",
+            "command": OPTIONS_COMMAND,
+            "arguments": {"prefetch": prefetch, "push": push},
+        }
+    )
 
 
 class StopCollector:

@@ -11,6 +11,8 @@ are thin adapters (see :mod:`lambda_debugger.wire.endpoints`) with this interfac
 * ``frame(data)``: the buffers of wire bytes that carry ``data`` (a
   WebSocket frame's header and payload, or ``data`` itself on plain TCP);
 * ``take_outgoing()``: wire bytes the endpoint itself must send (pongs);
+* ``control_waiting()``: it holds something for the caller (a control
+  message read, or a request taken out of the stream it was given);
 * ``due()``: when (``time.monotonic()``) it will have something to do
   (bytes to hand out or to send) without its socket becoming ready, or None;
 * ``send(buffer)``: one non-blocking-ish write; returns bytes written.
@@ -157,16 +159,18 @@ class Pump:
                     self.flush(target)
                     return PumpResult(CLOSED, source)
                 if data:
-                    try:
-                        self._queues[target].extend(target.frame(data))
-                    except Exception as exc:  # a stream the endpoint cannot take ends the relay
-                        return PumpResult(CLOSED, target, exc)
                     if source is self.a:
                         self.bytes_a_to_b += len(data)
                     else:
                         self.bytes_b_to_a += len(data)
+                    try:
+                        self._queues[target].extend(target.frame(data))
+                    except Exception as exc:  # a stream the endpoint cannot take ends the relay
+                        return PumpResult(CLOSED, target, exc)
                     if debug:
                         log.debug("relayed %d bytes %s -> %s", len(data), source, target)
+                    if target.control_waiting():  # e.g. a request for the caller, taken out of the stream
+                        return PumpResult(CONTROL, target)
                 if source.control_waiting():
                     return PumpResult(CONTROL, source)
 

@@ -1,0 +1,240 @@
+"""The bridge's side of live code push and restart, for one session.
+
+The bridge's options request asks for the Lambda side's manifest (with
+``--push``); the answer tells whether the Lambda side can restart and what
+it runs. The bridge then pushes the local files that differ or are new,
+before the handler starts. It advertises ``supportsRestartRequest`` in
+debugpy's ``initialize`` answer; the IDE's ``restart`` becomes the bridge's
+restart request, which carries the files as they are now and the IDE's
+configuration, recorded here, for the fresh debugpy. See
+:mod:`lambda_debugger.wire.push`.
+"""
+
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from lambda_debugger.wire import dap, push
+from lambda_debugger.wire.prefetch import OPTIONS_COMMAND, options_request
+
+#: The IDE's configuration requests, replayed to a restarted child's debugpy
+#: in this order (the latest of each kind; breakpoints per source).
+CONFIGURATION = ("initialize", "attach", "setBreakpoints", "setFunctionBreakpoints", "setExceptionBreakpoints")
+
+#: What to do with a message of the Lambda side's on its way to the IDE.
+PASS, DROP = "pass", "drop"
+
+
+class LiveCode:
+    """Push and restart for one IDE connection.
+
+    Attributes:
+        local_dir: the directory pushed (``--push``), or None.
+        supported: the Lambda side answered the options: it restarts, and pushes.
+        deadline_ms: the invocation's deadline (epoch ms), once paired.
+    """
+
+    def __init__(
+        self,
+        local_dir: Optional[str],
+        conversation: dap.Conversation,
+        *,
+        say: Callable[[str], None],
+        to_ide: Callable[[bytes], None],
+    ):
+        self.local_dir = local_dir
+        self.dap = conversation
+        self.say = say
+        self.to_ide = to_ide
+        self.supported = False
+        self.deadline_ms = 0
+        self.own: List[bytes] = []  # the bridge's requests, for the next boundary of the stream
+        self._options_seq: Optional[int] = None
+        self._answered = False  # the options request was answered (or will never be)
+        self._manifest: Dict[str, str] = {}
+        self._configuration: Dict[Tuple[str, str], dict] = {}
+        self._done: Optional[dict] = None
+        self._mine: Dict[int, Tuple[str, Optional[int]]] = {}  # our seq -> (command, the IDE's restart seq)
+        self._stopped_thread: Optional[int] = None
+
+    def options(self, prefetch: bool) -> bytes:
+        """The bridge's first request of the session."""
+        self._options_seq = self.dap.next_seq()
+        return options_request(self._options_seq, prefetch=prefetch, push=self.local_dir is not None)
+
+    # From the IDE ---------------------------------------------------------
+
+    def from_ide(self, request: dict) -> bool:
+        """A whole request of the IDE's. Returns whether the bridge took it
+        (a ``restart``): it must not reach the Lambda side as it is."""
+        command = request.get("command")
+        arguments = request.get("arguments")
+        if command == "restart" and isinstance(request.get("seq"), int):
+            self._restart(request["seq"])
+            return True
+        if command in CONFIGURATION:
+            key = ""
+            if command == "setBreakpoints" and isinstance(arguments, dict):
+                source = _dict(arguments.get("source"))
+                key = str(source.get("path") or source.get("sourceReference") or source.get("name"))
+            self._configuration[(command, key)] = {"command": command, "arguments": arguments or {}}
+        elif command == "configurationDone":
+            self._done = {"command": command, "arguments": arguments or {}}
+        return False
+
+    def _restart(self, ide_seq: int) -> None:
+        left = self.deadline_ms / 1000.0 - time.time()
+        if not self.supported:
+            return self._refuse(ide_seq, "the function runs a lambda-debugger older than restart support")
+        if left < push.MIN_RESTART_S:
+            return self._refuse(
+                ide_seq, "only %.1f s left before the Lambda timeout, too little to run the handler again" % left
+            )
+        if self._done is None:
+            return self._refuse(ide_seq, "the IDE has not finished configuring the session")
+        files: List[push.PushedFile] = []
+        if self.local_dir is not None:
+            try:
+                plan = push.plan(self.local_dir, self._manifest)
+            except (push.PushRefused, OSError) as exc:
+                return self._refuse(ide_seq, "cannot push %s: %s" % (self.local_dir, exc))
+            files = plan.files
+            self.say("restart: pushing %s" % plan.describe())
+        replay = [self._configuration[key] for key in sorted(self._configuration, key=_replay_order)]
+        seq = self.dap.next_seq()
+        self._mine[seq] = (push.RESTART_COMMAND, ide_seq)
+        self.own.append(
+            dap.encode(
+                {
+                    "seq": seq,
+                    "type": "request",
+                    "command": push.RESTART_COMMAND,
+                    "arguments": {"files": push.encode_files(files), "configuration": replay + [self._done]},
+                }
+            )
+        )
+
+    def _refuse(self, ide_seq: int, why: str) -> None:
+        self.say("restart refused: " + why)
+        self.to_ide(self.dap.answer(ide_seq, "restart", error="lambda-debugger: restart refused: " + why))
+
+    # From the Lambda side -------------------------------------------------
+
+    def from_adapter(self, message: dict, whole: bool) -> object:
+        """A message (its head, unless ``whole``) on its way to the IDE.
+        Returns PASS, DROP, or the message to send instead."""
+        kind = message.get("type")
+        if kind == "event" and message.get("event") == "stopped" and whole:
+            thread = _dict(message.get("body")).get("threadId")
+            self._stopped_thread = thread if isinstance(thread, int) else self._stopped_thread
+            return PASS
+        if kind != "response":
+            return PASS
+        request_seq = message.get("request_seq")
+        if request_seq is not None and request_seq == self._options_seq:
+            self._on_options(message if whole else {})
+            return DROP
+        if request_seq in self._mine:
+            command, ide_seq = self._mine.pop(request_seq)
+            self._on_own_answer(command, ide_seq, message if whole else {})
+            return DROP
+        if message.get("command") == OPTIONS_COMMAND:
+            return DROP  # a Lambda side that passed it to debugpy
+        if message.get("command") == "initialize" and whole:
+            if not self._answered:
+                self._answered = True  # never will be: an older Lambda side
+                if self.local_dir is not None:
+                    self._tell(
+                        "the function runs a lambda-debugger older than --push: it runs the deployed code",
+                        important=True,
+                    )
+            if self.supported and message.get("success"):
+                body = dict(_dict(message.get("body")), supportsRestartRequest=True)
+                return dict(message, body=body)
+        return PASS
+
+    def _on_options(self, response: dict) -> None:
+        self._answered = True
+        body = _dict(response.get("body"))
+        self.supported = response.get("success") is True and body.get("restart") is True
+        if self.local_dir is None:
+            return
+        manifest = body.get("manifest")
+        if not self.supported or not isinstance(manifest, dict):
+            self._tell("the function runs a lambda-debugger older than --push: it runs the deployed code", True)
+            return
+        files = manifest.get("files")
+        self._manifest = {k: v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
+        try:
+            plan = push.plan(self.local_dir, self._manifest)
+        except (push.PushRefused, OSError) as exc:
+            self._tell("cannot push %s: %s; the deployed code runs" % (self.local_dir, exc), important=True)
+            plan = push.Plan([], 0)
+        else:
+            self.say("pushing %s" % plan.describe())
+        seq = self.dap.next_seq()
+        self._mine[seq] = (push.PUSH_COMMAND, None)
+        self.own.append(
+            dap.encode(
+                {
+                    "seq": seq,
+                    "type": "request",
+                    "command": push.PUSH_COMMAND,
+                    "arguments": {"files": push.encode_files(plan.files)},
+                }
+            )
+        )
+
+    def _on_own_answer(self, command: str, ide_seq: Optional[int], response: dict) -> None:
+        ok = response.get("success") is True
+        body = _dict(response.get("body"))
+        report = body.get("files")
+        report = report if isinstance(report, list) else []
+        for entry in report:
+            if isinstance(entry, dict):
+                self._tell(
+                    "pushed %s (sha256 %s): %s%s"
+                    % (
+                        entry.get("path"),
+                        push.short(str(entry.get("sha256"))),
+                        entry.get("status"),
+                        "; " + str(entry["message"]) if entry.get("message") else "",
+                    ),
+                    important=entry.get("status") == "not applied",
+                )
+        if command == push.PUSH_COMMAND:
+            if not ok:
+                self._tell(str(response.get("message") or "the push failed"), important=True)
+            return
+        if ide_seq is None:
+            return
+        if ok:
+            if self._stopped_thread is not None:
+                self.to_ide(
+                    dap.encode(
+                        {
+                            "seq": self.dap.next_seq(),
+                            "type": "event",
+                            "event": "continued",
+                            "body": {"threadId": self._stopped_thread, "allThreadsContinued": True},
+                        }
+                    )
+                )
+            self.say("restart: the handler runs again from the top (run %s)" % body.get("run", "?"))
+            self.to_ide(self.dap.answer(ide_seq, "restart"))
+        else:
+            why = str(response.get("message") or "the restart failed")
+            self.say(why)
+            self.to_ide(self.dap.answer(ide_seq, "restart", error="lambda-debugger: " + why))
+
+    def _tell(self, text: str, important: bool = False) -> None:
+        """Say ``text`` here and in the IDE's debug console."""
+        self.say(text)
+        self.to_ide(self.dap.output("lambda-debugger: %s\n" % text, "stderr" if important else "console"))
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _replay_order(key: Tuple[str, str]) -> Tuple[int, str]:
+    return CONFIGURATION.index(key[0]), key[1]
