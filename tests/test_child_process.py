@@ -64,5 +64,5 @@ def test_a_silent_child_times_out_and_is_killed():
 
 def test_pipe_messages_equal_their_names_and_are_all_named_once():
     assert PipeMessage.READY == "ready" and PipeMessage("result_json") is PipeMessage.RESULT_JSON
-    assert len({m.value for m in PipeMessage}) == len(PipeMessage) == 7
-    assert "READY" in pipe.__doc__ and "GO" in pipe.__doc__
+    assert len({m.value for m in PipeMessage}) == len(PipeMessage) == 9
+    assert all(name in pipe.__doc__ for name in ("READY", "PUSH", "PUSHED", "CONFIGURED", "GO"))

@@ -22,11 +22,14 @@ pytestmark = [pytest.mark.timeout(30), pytest.mark.slow]
 
 
 def scripted_child(conn, handler, event, context, *, debug_logs=False, close_fds=()):
-    """Reports as the real child does, without debugpy: ready, configured
+    """Reports as the real child does, without debugpy: ready, pushed, configured
     (after ``configure_after_s``), then the result ``run_s`` after go."""
     for resource in close_fds:
         resource.close()
     conn.send((PipeMessage.READY, event["port"]))
+    if conn.recv()[0] != PipeMessage.PUSH:  # sent once the debugger's first bytes came
+        os._exit(9)
+    conn.send((PipeMessage.PUSHED, []))
     time.sleep(event.get("configure_after_s", 0))
     conn.send((PipeMessage.CONFIGURED,))
     if conn.recv() != PipeMessage.GO:
@@ -141,6 +144,8 @@ def parts():
         sessions.append(session)
         attach_by = time.monotonic() + 10
         assert session._start_child(attach_by)
+        # The debugger's first message: the proxy then tells the child there is no code push.
+        broker.send(wsframes.OP_BINARY, dap.encode({"seq": 1, "type": "request", "command": "initialize"}))
         result = {}
         runner = threading.Thread(
             target=lambda: result.setdefault("outcome", session._relay_until_done(attach_by)), daemon=True

@@ -153,15 +153,13 @@ class IdeEndpoint(SocketEndpoint):
         for chunk in self.dap.adapter_chunks(data):
             if chunk.first:
                 verdict = self.live.from_adapter(chunk.head, whole=chunk.last)
-                if isinstance(verdict, dict):  # a message changed on its way (initialize's capabilities)
+                hidden = verdict == DROP
+                if not hidden and self.stops is not None:
+                    hidden = self.stops.on_adapter_message(chunk.head, whole=chunk.last)
+                if isinstance(verdict, dict) and not hidden:  # changed on its way (initialize's capabilities)
                     out.append(dap.encode(verdict))
-                    self._dropping = True
-                elif verdict == DROP:
-                    self._dropping = True
-                else:
-                    self._dropping = self.stops is not None and self.stops.on_adapter_message(
-                        chunk.head, whole=chunk.last
-                    )
+                    hidden = True
+                self._dropping = hidden
             if not self._dropping:
                 out.append(chunk.data)
         return out

@@ -274,7 +274,7 @@ class DebugpyEndpoint(SocketEndpoint):
             if self.options is None and chunk.first:
                 self.options = {}  # a bridge that sends no options: no push
                 self.actions.append(("options", None))
-            if self._gated and (self._gate_held or not _before_configuration(chunk)):
+            if self._gated and (self._gate_held or not (_before_configuration(chunk) or chunk.unparsed)):
                 self._gate_held.append(chunk)
                 continue
             out += self._to_one_at_a_time(chunk, now)

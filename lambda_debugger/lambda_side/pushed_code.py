@@ -4,11 +4,16 @@ deployed file names, in the debugged child only.
 Each file is compiled with the name it has in the task root, so that the
 IDE's breakpoints (mapped to ``/var/task/...``) bind in it and tracebacks
 name the file the developer knows. A module already imported is run again
-in its own namespace (modules imported last first, so that a module sees
-the new version of what it imports); one not imported yet, or new, is
+in its own namespace, in the order their imports finished (so that a
+module sees the new version of what it imports); one not imported yet, or new, is
 imported from the push when the handler imports it. Nothing is written to
 disk: the sources stay in memory, and ``linecache`` and debugpy are told
 about them (debugpy checks a breakpoint's file and lines on disk).
+
+A module that runs again gets new function and class objects; the
+function's other modules that imported them by name (``from helpers import
+greet``) are pointed at the new ones. Objects made before the push
+(instances, closures, values copied elsewhere) keep what they had.
 
 A file that does not compile is not applied; a module that raises while
 it runs again is put back as it was, and the handler runs with the
@@ -72,7 +77,9 @@ def apply(files: List[PushedFile], task_root: str) -> List[dict]:
         else:
             rerun.append((module, pushed, filename, code, entry))
     order = {id(m): i for i, m in enumerate(sys.modules.values())}
-    for module, pushed, filename, code, entry in sorted(rerun, key=lambda r: -order.get(id(r[0]), 0)):
+    # sys.modules is in the order imports finished: what a module imports
+    # comes before it, so each module runs again after what it imports.
+    for module, pushed, filename, code, entry in sorted(rerun, key=lambda r: order.get(id(r[0]), 0)):
         saved = dict(module.__dict__)
         _register(filename, pushed.source)
         try:
@@ -84,7 +91,37 @@ def apply(files: List[PushedFile], task_root: str) -> List[dict]:
             entry["message"] = "raised while running again, the deployed module is used: %s" % _last_line(exc)
         else:
             entry["status"] = APPLIED
+            _rebind(module, saved, task_root)
     return report
+
+
+def _rebind(module, old: dict, task_root: str) -> None:
+    """Point the function's other modules at the new functions and classes
+    of ``module`` where they hold the old ones (``from module import f``).
+    Only functions and classes defined in ``module``: other values (numbers,
+    strings) may be shared by unrelated names."""
+    name = module.__name__
+    swaps = {}
+    for key, before in old.items():
+        after = module.__dict__.get(key)
+        if (
+            after is not before
+            and isinstance(before, (types.FunctionType, type))
+            and getattr(before, "__module__", None) == name
+        ):
+            swaps[id(before)] = (before, after)
+    if not swaps:
+        return
+    root = os.path.join(os.path.abspath(task_root), "")
+    for other in list(sys.modules.values()):
+        filename = getattr(other, "__file__", None)
+        if other is module or not isinstance(filename, str) or not os.path.abspath(filename).startswith(root):
+            continue
+        namespace = other.__dict__
+        for key, value in list(namespace.items()):
+            swap = swaps.get(id(value))
+            if swap is not None and swap[0] is value:
+                namespace[key] = swap[1]
 
 
 def current_handler(handler, applied: List[dict]):
@@ -160,9 +197,10 @@ class _PushedLoader(importlib.abc.Loader):
             )
             with open(self.filename, "rb") as f:
                 deployed = compile(f.read(), self.filename, "exec", dont_inherit=True)
-            keep = {k: module.__dict__[k] for k in ("__name__", "__spec__", "__loader__", "__file__", "__path__")}
+            keep = ("__name__", "__spec__", "__loader__", "__file__", "__path__", "__package__")
+            kept = {k: v for k, v in module.__dict__.items() if k in keep}
             module.__dict__.clear()
-            module.__dict__.update((k, v) for k, v in keep.items())
+            module.__dict__.update(kept)
             exec(deployed, module.__dict__)
 
 

@@ -40,7 +40,7 @@ TAIL_BYTES = 256
 #: Requests whose failure means the debug session did not start.
 START_REQUESTS = ("initialize", "attach", "launch")
 
-_HEAD_FIELD = re.compile(rb'"(type|event|command)"\s*:\s*"([A-Za-z_]+)"|"(seq|request_seq)"\s*:\s*(\d+)')
+_HEAD_FIELD = re.compile(rb'"(type|event|command)"\s*:\s*"([A-Za-z_/]+)"|"(seq|request_seq)"\s*:\s*(\d+)')
 
 
 def encode(message: dict) -> bytes:

@@ -234,7 +234,7 @@ class WebSocketEndpoint:
     def has_buffered(self) -> bool:
         if self._held is not None:
             return False
-        if self._frames:
+        if self._frames or self.peer_closed:  # a close read with the last data: report it at once
             return True
         pending = getattr(self.sock, "pending", None)
         return bool(pending and pending())
