@@ -477,6 +477,24 @@ def test_the_bridge_pushes_what_differs_from_the_manifest(tmp_path):
     assert ide.messages()[-1]["body"]["output"] == "lambda-debugger: pushed app.py (sha256 abababababab): applied\n"
 
 
+def test_a_pushed_folder_that_is_not_the_task_root_is_named(tmp_path):
+    write(tmp_path, "src/app.py", "x\n")
+    ide = Ide(str(tmp_path))
+    ide.live.from_adapter(options_answer(ide, {"restart": True, "manifest": {"files": {"app.py": "ab"}}}), whole=True)
+    assert "none of the local files is at a path the function has (it runs app.py)" in ide.said[-1]
+    ide = Ide(str(tmp_path / "src"))
+    ide.live.from_adapter(options_answer(ide, {"restart": True, "manifest": {"files": {"app.py": "ab"}}}), whole=True)
+    assert ide.said == ["pushing 1 changed or new file(s), 2 bytes (app.py)"]
+
+
+def test_a_manifest_too_large_for_one_answer_is_partial(tmp_path, monkeypatch):
+    for i in range(10):
+        write(tmp_path, "m%d.py" % i, "")
+    monkeypatch.setattr(push, "MAX_MANIFEST_BYTES", 400)
+    manifest = push.manifest(str(tmp_path))
+    assert not manifest["complete"] and 0 < len(manifest["files"]) < 10
+
+
 def test_an_older_lambda_side_is_named_and_no_restart_is_advertised(tmp_path):
     ide = Ide(str(tmp_path))
     ide.live.options(True)

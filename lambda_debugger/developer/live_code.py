@@ -171,6 +171,21 @@ class LiveCode:
             plan = push.Plan([], 0)
         else:
             self.say("pushing %s" % plan.describe())
+            if (
+                self._manifest
+                and plan.files
+                and not plan.same
+                and not any(f.path in self._manifest for f in plan.files)
+            ):
+                self._tell(
+                    "none of the local files is at a path the function has (it runs %s): is %s what its task root"
+                    " holds, and not a folder above or below it?"
+                    % (
+                        ", ".join(sorted(self._manifest)[:3]) + (", ..." if len(self._manifest) > 3 else ""),
+                        self.local_dir,
+                    ),
+                    important=True,
+                )
         seq = self.dap.next_seq()
         self._mine[seq] = (push.PUSH_COMMAND, None)
         self.own.append(

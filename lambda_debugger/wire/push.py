@@ -34,8 +34,11 @@ RESTART_COMMAND = "lambdaDebugger/restart"
 MAX_FILES = 2000
 MAX_BYTES = 5 * 1024 * 1024
 
-#: A manifest lists at most this many files; beyond, it says it is partial.
+#: A manifest lists at most this many files, in at most about this many
+#: bytes of JSON; beyond, it says it is partial (and the files it leaves
+#: out are pushed even when unchanged).
 MAX_MANIFEST_FILES = 5000
+MAX_MANIFEST_BYTES = 512 * 1024
 
 #: A restart is refused with less than this left before the Lambda timeout.
 MIN_RESTART_S = 3.0
@@ -138,7 +141,12 @@ def manifest(task_root: str) -> dict:
     "complete"}`` for the function's own source files under ``task_root``."""
     files, complete = python_files(task_root)
     digests = {}
+    size = 0
     for rel, path in files.items():
+        size += len(rel) + 80  # its share of the answer's JSON
+        if size > MAX_MANIFEST_BYTES:
+            complete = False
+            break
         try:
             with open(path, "rb") as f:
                 digests[rel] = sha256(f.read())
