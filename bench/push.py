@@ -17,7 +17,7 @@ Each is measured for a one-file edit and for an edit that also changes a
 feature): invocation -> stopped. Every sample checks that the stop is in the
 edited code (a value only the edit computes).
 
-    python bench/push.py [--rtt 0,100] [--samples 7]
+    python bench/push.py [--rtt 0,100] [--samples 7] [--mbit 0]
 """
 
 import argparse
@@ -52,7 +52,7 @@ BIG = "ROWS = [\n" + "".join("    %r,\n" % ("row %06d " % i + "x" * 40) for i in
 
 
 class Bench:
-    def __init__(self, rtt_ms):
+    def __init__(self, rtt_ms, mbit=0.0):
         self.root = tempfile.mkdtemp()
         self.task_root = os.path.join(self.root, "task")
         self.local = os.path.join(self.root, "laptop")
@@ -63,7 +63,7 @@ class Bench:
             self._write(folder, "data.py", BIG)
         self.devnull = open(os.devnull, "w")
         self.broker = BrokerProcess(os.path.join(self.root, "broker.log"))
-        self.link = DelayProxy(self.broker.debugger_port, rtt_ms / 2.0)
+        self.link = DelayProxy(self.broker.debugger_port, rtt_ms / 2.0, mbit=mbit)
         self.function = debuggable_function(
             self.task_root, self.broker.lambda_port, "push", self.devnull, wait_ms=60000
         )
@@ -79,8 +79,8 @@ class Bench:
         """Write an edit; return the value only the edited handler computes."""
         self.edits += 1
         self._write(self.local, "app.py", HANDLER.format(value=self.edits * 1000))
-        if big:
-            self._write(self.local, "data.py", BIG.replace("row ", "r%d " % (self.edits % 10), 1))
+        # The 1 MB module differs from the deployed one only for a big edit.
+        self._write(self.local, "data.py", BIG.replace("row ", "r%d " % (self.edits % 10), 1) if big else BIG)
         return self.edits * 1000 + 18000
 
     def bridge(self, push):
@@ -180,12 +180,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rtt", default="0,100", help="round trips (ms) of the developer's link, comma-separated")
     parser.add_argument("--samples", type=int, default=7)
+    parser.add_argument("--mbit", type=float, default=0.0, help="bandwidth cap of the developer's link (0: none)")
     args = parser.parse_args()
     print("| figure | " + " | ".join("%s ms RTT" % r for r in args.rtt.split(",")) + " |")
     print("|---|" + "---|" * len(args.rtt.split(",")))
     rows = {}
     for rtt in [float(r) for r in args.rtt.split(",")]:
-        bench = Bench(rtt)
+        bench = Bench(rtt, args.mbit)
         try:
             base = statistics.median(bench.reinvoke(False, False, args.samples))
             figures = [
@@ -205,7 +206,10 @@ def main():
             rows.setdefault(name, []).append("%.0f%s" % (value, ratio))
     for name, cells in rows.items():
         print("| %s | %s |" % (name, " | ".join(cells)))
-    print("\nmedians of %d samples in ms; ratios against the baseline of the same link" % args.samples)
+    print(
+        "\nmedians of %d samples in ms; ratios against the baseline of the same link; bandwidth cap %s"
+        % (args.samples, "%g Mbit/s" % args.mbit if args.mbit else "none")
+    )
 
 
 if __name__ == "__main__":
