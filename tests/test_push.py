@@ -162,6 +162,11 @@ def task_root(tmp_path, monkeypatch):
     pushed_code._the_finder = finder_before
     pushed_code._sources.clear()
     importlib.invalidate_caches()
+    api, files = sys.modules.get("_pydevd_bundle.pydevd_api"), sys.modules.get("pydevd_file_utils")
+    if api is not None and getattr(api, "_lambda_debugger_patched", False):
+        files.exists = files.exists.original
+        api._get_code_lines = getattr(api._get_code_lines, "original", api._get_code_lines)
+        api._lambda_debugger_patched = False
 
 
 def pushed(path, text):
@@ -252,6 +257,28 @@ def test_a_lazily_imported_module_that_raises_falls_back_to_the_deployed_one(tas
         importlib.import_module("lc_fresh")
 
 
+def test_a_file_equal_to_the_deployed_one_is_left_alone(task_root):
+    write(task_root, "lc_same.py", "COUNT = [0]\nCOUNT[0] += 1\n")
+    module = importlib.import_module("lc_same")
+    (entry,) = pushed_code.apply([pushed("lc_same.py", "COUNT = [0]\nCOUNT[0] += 1\n")], str(task_root))
+    assert entry["status"] == "unchanged" and module.COUNT == [1]
+
+
+def test_a_file_named_like_a_module_from_elsewhere_is_not_run_in_it(task_root):
+    import token
+
+    before = dict(vars(token))
+    (entry,) = pushed_code.apply([pushed("token.py", "NAME = 'mine'\n")], str(task_root))
+    assert entry["status"] == "not applied"
+    assert entry["message"].startswith("not a module of the function: token is imported from ")
+    assert vars(token) == before
+
+
+def test_a_failure_of_the_compiler_itself_is_a_report(task_root):
+    (entry,) = pushed_code.apply([pushed("lc_deep.py", "x = " + "(" * 100000 + ")" * 100000 + "\n")], str(task_root))
+    assert entry["status"] == "not applied" and entry["message"].startswith("does not compile: ")
+
+
 def test_the_handler_is_looked_up_again_and_never_wrapped_twice(monkeypatch):
     def deployed(event, context):
         return "deployed"
@@ -281,18 +308,13 @@ def test_debugpy_sees_pushed_sources_where_it_reads_files(task_root):
     import pydevd_file_utils
     from _pydevd_bundle import pydevd_api
 
-    exists, lines = pydevd_file_utils.exists, pydevd_api._get_code_lines
-    try:
-        pushed_code.apply([pushed("lc_only_pushed.py", "\n\nx = 1\ny = 2\n")], str(task_root))
-        filename = str(task_root / "lc_only_pushed.py")
-        assert pydevd_file_utils.exists(filename)
-        on_disk = write(task_root, "lc_on_disk.py", "\n\nx = 1\ny = 2\n")
-        lines = sorted(pydevd_api._get_code_lines(filename))
-        assert lines == sorted(pydevd_api._get_code_lines(on_disk)) and 3 in lines and 1 not in lines
-        assert not pydevd_file_utils.exists(str(task_root / "other.py"))
-    finally:
-        pydevd_file_utils.exists, pydevd_api._get_code_lines = exists, lines
-        pydevd_api._lambda_debugger_patched = False
+    pushed_code.apply([pushed("lc_only_pushed.py", "\n\nx = 1\ny = 2\n")], str(task_root))
+    filename = str(task_root / "lc_only_pushed.py")
+    assert pydevd_file_utils.exists(filename)
+    on_disk = write(task_root, "lc_on_disk.py", "\n\nx = 1\ny = 2\n")
+    lines = sorted(pydevd_api._get_code_lines(filename))
+    assert lines == sorted(pydevd_api._get_code_lines(on_disk)) and 3 in lines and 1 not in lines
+    assert not pydevd_file_utils.exists(str(task_root / "other.py"))
 
 
 # The Lambda side's endpoint: gate, own requests, replay ------------------------
@@ -407,6 +429,7 @@ def test_the_replay_goes_first_and_its_answers_never_reach_the_bridge(fake):
         {"seq": 1, "type": "response", "request_seq": REPLAY_SEQ, "command": "initialize", "success": True},
         {"seq": 2, "type": "event", "event": "initialized"},
         {"seq": 3, "type": "event", "event": "process", "body": {}},
+        {"seq": 7, "type": "response", "request_seq": 8, "command": "threads", "success": True},
         {"seq": 4, "type": "response", "request_seq": REPLAY_SEQ + 1, "command": "configurationDone", "success": True},
         {"seq": 5, "type": "event", "event": "initialized"},
         {"seq": 6, "type": "response", "request_seq": 9, "command": "threads", "success": True},
@@ -414,7 +437,7 @@ def test_the_replay_goes_first_and_its_answers_never_reach_the_bridge(fake):
     f.sock.sendall(b"".join(encode_message(m) for m in answers))
     time.sleep(0.1)
     relayed = FrameParser().feed(f.endpoint.read())
-    assert [m["seq"] for m in relayed] == [3, 5, 6]
+    assert [m["seq"] for m in relayed] == [3, 7, 5, 6]
 
 
 def test_the_session_s_replies_go_between_two_messages(fake):
@@ -572,3 +595,146 @@ def test_restart_is_refused_by_the_bridge_when_it_cannot_run(tmp_path):
     (restart,) = ide.own()
     ide.live.from_adapter(dict(failed, request_seq=restart["seq"]), whole=True)
     assert ide.messages()[-1]["message"] == "lambda-debugger: restart refused: x"
+
+
+class Context:
+    aws_request_id = "req-1"
+
+    def __init__(self, left_ms):
+        self.left_ms = left_ms
+
+    def get_remaining_time_in_millis(self):
+        return self.left_ms
+
+
+RESTART = request(
+    5,
+    push.RESTART_COMMAND,
+    {"files": [], "configuration": [{"command": "configurationDone", "arguments": {}}]},
+)
+
+
+@pytest.mark.parametrize(
+    "left_ms, started, arguments, message",
+    [
+        (2000, True, RESTART["arguments"], "only 2.0 s left before the Lambda timeout"),
+        (60000, False, RESTART["arguments"], "the handler has not started yet"),
+        (60000, True, {"files": [], "configuration": []}, "no configuration ending with configurationDone"),
+        (60000, True, dict(RESTART["arguments"], files=[{"path": "../x.py", "text": ""}]), "not a relative path"),
+    ],
+)
+def test_the_lambda_side_refuses_a_restart_it_cannot_run(fake, left_ms, started, arguments, message):
+    from lambda_debugger.lambda_side.config import LambdaConfig
+    from lambda_debugger.lambda_side.proxy import DebugSession
+
+    f = fake()
+    session = DebugSession(
+        LambdaConfig(broker_url="ws://unused/lambda/fn", function_id="fn"), None, {}, Context(left_ms)
+    )
+    session.debugpy, session.started = f.endpoint, started
+    f.to_debugpy(request(1, "initialize"))
+    f.endpoint.frame(encode_message(dict(RESTART, arguments=arguments)) + encode_message(request(6, "threads")))
+    ((command, restart),) = [a for a in f.endpoint.take_actions() if a[0] != "options"]
+    assert session._restart(restart) is True
+    (answer,) = FrameParser().feed(f.endpoint.unsent())
+    assert answer["request_seq"] == 5 and not answer["success"] and message in answer["message"]
+    assert f.outgoing() == ["threads"]  # what came after it goes to the same debugpy
+
+
+class IdeSide:
+    """The bridge's IDE endpoint over a socket pair, as the pump drives it."""
+
+    def __init__(self, push_dir=None):
+        self.ours, self.theirs = socket.socketpair()
+        from lambda_debugger.developer.bridge import IdeEndpoint
+
+        self.said = []
+        self.endpoint = IdeEndpoint(self.ours, push_dir=push_dir, say=self.said.append)
+
+    def close(self):
+        self.ours.close()
+        self.theirs.close()
+
+
+def test_a_large_answer_to_the_options_is_collected_and_the_push_follows(tmp_path):
+    write(tmp_path, "app.py", "new\n")
+    ide = IdeSide(str(tmp_path))
+    try:
+        options = json.loads(ide.endpoint.live.options(True).split(b"\r\n\r\n", 1)[1])
+        files = {"lib/m%05d.py" % i: "ab" * 32 for i in range(4000)}  # about 400 KB
+        files["app.py"] = push.sha256(b"old\n")
+        answer = {
+            "seq": 1,
+            "type": "response",
+            "request_seq": options["seq"],
+            "command": prefetch.OPTIONS_COMMAND,
+            "success": True,
+            "body": {"restart": True, "push": True, "manifest": {"files": files}},
+        }
+        data = encode_message(answer)
+        assert len(data) > dap.PARSE_WHOLE_BYTES
+        out = []
+        for start in range(0, len(data), 65536):
+            out += ide.endpoint.frame(data[start : start + 65536])
+        assert b"".join(out) == b""  # nothing of it reaches the IDE
+        assert ide.endpoint.control_waiting()
+        (push_request,) = FrameParser().feed(b"".join(ide.endpoint.take_for_adapter()))
+        assert push_request["command"] == push.PUSH_COMMAND
+        assert [f["path"] for f in push_request["arguments"]["files"]] == ["app.py"]
+        assert ide.endpoint.live.supported
+    finally:
+        ide.close()
+
+
+def test_after_a_restart_the_ide_hears_continued_and_the_answer_before_the_new_stop(tmp_path):
+    ide = IdeSide()
+    try:
+        live = ide.endpoint.live
+        live.from_adapter(options_answer_for(live, {"restart": True}), whole=True)
+        live.deadline_ms = (time.time() + 60) * 1000
+        ide.theirs.sendall(
+            b"".join(
+                encode_message(request(seq, command, arguments))
+                for seq, command, arguments in [
+                    (1, "initialize", {}),
+                    (2, "attach", {}),
+                    (3, "configurationDone", {}),
+                    (4, "evaluate", {"expression": "x", "context": "watch"}),
+                    (5, "restart", {}),
+                ]
+            )
+        )
+        time.sleep(0.05)
+        forwarded = commands(ide.endpoint.read())
+        assert forwarded == ["initialize", "attach", "configurationDone", "evaluate"]
+        for seq, command in ((1, "initialize"), (2, "attach"), (3, "configurationDone")):
+            ide.endpoint.frame(
+                encode_message(
+                    {"seq": seq, "type": "response", "request_seq": seq, "command": command, "success": True}
+                )
+            )
+        (restart,) = FrameParser().feed(b"".join(ide.endpoint.take_for_adapter()))
+        ide.endpoint.live.from_ide(request(6, "restart"))  # a second one while the first is under way
+        refused = FrameParser().feed(ide.endpoint.take_outgoing())
+        assert refused[-1]["request_seq"] == 6 and "already under way" in refused[-1]["message"]
+        live.from_adapter({"type": "event", "event": "stopped", "body": {"threadId": 1}}, whole=True)
+        answer = {"seq": 9, "type": "response", "request_seq": restart["seq"], "command": push.RESTART_COMMAND}
+        out = ide.endpoint.frame(
+            encode_message(dict(answer, success=True, body={"files": [], "run": 2}))
+            + encode_message({"seq": 10, "type": "event", "event": "stopped", "body": {"threadId": 1}})
+        )
+        messages = FrameParser().feed(b"".join(out))
+        assert [(m["type"], m.get("command") or m.get("event"), m.get("request_seq")) for m in messages] == [
+            ("response", "evaluate", 4),  # never answered by the old run: cancelled
+            ("event", "continued", None),
+            ("response", "restart", 5),
+            ("event", "stopped", None),
+        ]
+        assert not messages[0]["success"] and "restarted" in messages[0]["message"]
+    finally:
+        ide.close()
+
+
+def options_answer_for(live, body):
+    seq = json.loads(live.options(True).split(b"\r\n\r\n", 1)[1])["seq"]
+    return {"type": "response", "request_seq": seq, "command": prefetch.OPTIONS_COMMAND, "success": True, "body": body}

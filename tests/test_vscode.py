@@ -400,12 +400,32 @@ def test_print_vscode_config_passes_files_and_flags_but_never_the_token(tmp_path
         (["--broker", "ws://a/b"], "broker address must be"),
         (["--ca-file", "/nonexistent.pem"], "no such file"),
         (["--when", "user =="], "--when: not a valid JMESPath expression"),
+        (["--push", "/abs/src"], "--push is a directory inside the workspace folder"),
+        (["--push", "../src"], "--push is a directory inside the workspace folder"),
     ],
 )
 def test_print_vscode_config_rejects_bad_values(capsys, extra, message):
     assert main(["attach", "orders", "--broker", "b"] + extra + ["--print-vscode-config"]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "push, local_root",
+    [(".", "${workspaceFolder}"), ("src", "${workspaceFolder}/src"), ("src/", "${workspaceFolder}/src")],
+)
+def test_print_vscode_config_pushes_the_folder_it_maps(capsys, push, local_root):
+    assert main(["attach", "orders", "--broker", "b", "--push", push, "--print-vscode-config"]) == 0
+    files = json.loads(capsys.readouterr().out)
+    (configuration,) = files[".vscode/launch.json"]["configurations"]
+    assert configuration["pathMappings"] == [{"localRoot": local_root, "remoteRoot": "/var/task"}]
+    args = files[".vscode/tasks.json"]["tasks"][0]["args"]
+    assert args[args.index("--push") + 1] == local_root
+
+
+def test_attach_refuses_a_push_folder_that_is_not_there(capsys, tmp_path):
+    assert main(["attach", "orders", "--broker", "b", "--push", str(tmp_path / "nowhere")]) == 2
+    assert "--push %s: not a directory" % (tmp_path / "nowhere") in capsys.readouterr().err
 
 
 def test_print_vscode_config_checks_the_function_id(capsys):

@@ -35,6 +35,9 @@ from lambda_debugger.wire.prefetch import StopAnswers
 #: Bytes the IDE may send before pairing (its initialize/attach requests).
 MAX_EARLY_BYTES = 1024 * 1024
 
+#: An answer to the bridge's own request larger than this is not read.
+MAX_OWN_ANSWER_BYTES = 8 * 1024 * 1024
+
 #: The bridge's own requests go to the broker in WebSocket frames of at most this size.
 FRAME_BYTES = 256 * 1024
 
@@ -115,7 +118,9 @@ class IdeEndpoint(SocketEndpoint):
         super().__init__(sock, "ide")
         self.dap = dap.Conversation()
         self.stops: Optional[StopAnswers] = StopAnswers() if prefetch else None
-        self.live = LiveCode(push_dir, self.dap, say=say, to_ide=self.inject)
+        self.live = LiveCode(push_dir, self.dap, say=say, to_ide=self._to_ide)
+        self._out: Optional[List[bytes]] = None
+        self._own_answer: Optional[bytearray] = None  # a large answer to the bridge's own request
         self._pending: List[bytes] = []
         self._for_adapter: List[bytes] = []  # the bridge's requests, and what the IDE sent after them
         self._dropping = False  # the adapter's message being relayed is not for the IDE
@@ -149,20 +154,48 @@ class IdeEndpoint(SocketEndpoint):
         return b"".join(forward)
 
     def frame(self, data: bytes):
-        out = []
-        for chunk in self.dap.adapter_chunks(data):
-            if chunk.first:
-                verdict = self.live.from_adapter(chunk.head, whole=chunk.last)
-                hidden = verdict == DROP
-                if not hidden and self.stops is not None:
-                    hidden = self.stops.on_adapter_message(chunk.head, whole=chunk.last)
-                if isinstance(verdict, dict) and not hidden:  # changed on its way (initialize's capabilities)
-                    out.append(dap.encode(verdict))
-                    hidden = True
-                self._dropping = hidden
-            if not self._dropping:
-                out.append(chunk.data)
+        out: List[bytes] = []
+        self._out = out  # messages of the bridge's own made meanwhile go here, in order
+        try:
+            for chunk in self.dap.adapter_chunks(data):
+                self._frame_chunk(chunk, out)
+        finally:
+            self._out = None
         return out
+
+    def _frame_chunk(self, chunk: dap.Chunk, out: List[bytes]) -> None:
+        if self._own_answer is not None or (chunk.first and not chunk.last and self.live.owns(chunk.head)):
+            # An answer to the bridge's own request, too large to come whole: collect it.
+            if chunk.first:
+                self._own_answer = bytearray()
+            assert self._own_answer is not None
+            if len(self._own_answer) <= MAX_OWN_ANSWER_BYTES:
+                self._own_answer += chunk.data
+            if chunk.last:
+                whole = len(self._own_answer) <= MAX_OWN_ANSWER_BYTES
+                message = dap.parse_framed(bytes(self._own_answer)) if whole else None
+                self._own_answer = None
+                self.live.from_adapter(message or dict(chunk.head), whole=message is not None)
+            return
+        if chunk.first:
+            verdict = self.live.from_adapter(chunk.head, whole=chunk.last)
+            hidden = verdict == DROP
+            if not hidden and self.stops is not None:
+                hidden = self.stops.on_adapter_message(chunk.head, whole=chunk.last)
+            if isinstance(verdict, dict) and not hidden:  # changed on its way (initialize's capabilities)
+                out.append(dap.encode(verdict))
+                hidden = True
+            self._dropping = hidden
+        if not self._dropping:
+            out.append(chunk.data)
+
+    def _to_ide(self, message: bytes) -> None:
+        """A message of the bridge's own for the IDE: in place while a
+        message of the adapter's is being handled, else at the next boundary."""
+        if self._out is not None:
+            self._out.append(message)
+        else:
+            self.inject(message)
 
     def _take_own(self) -> None:
         if self.live.own and not self.dap.from_ide.inside_message:

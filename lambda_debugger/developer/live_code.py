@@ -81,8 +81,17 @@ class LiveCode:
             self._done = {"command": command, "arguments": arguments or {}}
         return False
 
+    def owns(self, message: dict) -> bool:
+        """Whether ``message`` answers a request of the bridge's own."""
+        request_seq = message.get("request_seq")
+        return message.get("type") == "response" and (
+            (request_seq is not None and request_seq == self._options_seq) or request_seq in self._mine
+        )
+
     def _restart(self, ide_seq: int) -> None:
         left = self.deadline_ms / 1000.0 - time.time()
+        if any(command == push.RESTART_COMMAND for command, _ in self._mine.values()):
+            return self._refuse(ide_seq, "a restart is already under way")
         if not self.supported:
             return self._refuse(ide_seq, "the function runs a lambda-debugger older than restart support")
         if left < push.MIN_RESTART_S:
@@ -109,7 +118,8 @@ class LiveCode:
                     "type": "request",
                     "command": push.RESTART_COMMAND,
                     "arguments": {"files": push.encode_files(files), "configuration": replay + [self._done]},
-                }
+                },
+                ensure_ascii=False,
             )
         )
 
@@ -131,7 +141,7 @@ class LiveCode:
             return PASS
         request_seq = message.get("request_seq")
         if request_seq is not None and request_seq == self._options_seq:
-            self._on_options(message if whole else {})
+            self._on_options(message if whole else None)
             return DROP
         if request_seq in self._mine:
             command, ide_seq = self._mine.pop(request_seq)
@@ -152,8 +162,13 @@ class LiveCode:
                 return dict(message, body=body)
         return PASS
 
-    def _on_options(self, response: dict) -> None:
+    def _on_options(self, response: Optional[dict]) -> None:
         self._answered = True
+        if response is None:  # too large to read: the Lambda side waits for a push all the same
+            if self.local_dir is not None:
+                self._tell("the function's list of its files could not be read; the deployed code runs", True)
+                self._send_push([])
+            return
         body = _dict(response.get("body"))
         self.supported = response.get("success") is True and body.get("restart") is True
         if self.local_dir is None:
@@ -186,6 +201,9 @@ class LiveCode:
                     ),
                     important=True,
                 )
+        self._send_push(plan.files)
+
+    def _send_push(self, files: List[push.PushedFile]) -> None:
         seq = self.dap.next_seq()
         self._mine[seq] = (push.PUSH_COMMAND, None)
         self.own.append(
@@ -194,8 +212,9 @@ class LiveCode:
                     "seq": seq,
                     "type": "request",
                     "command": push.PUSH_COMMAND,
-                    "arguments": {"files": push.encode_files(plan.files)},
-                }
+                    "arguments": {"files": push.encode_files(files)},
+                },
+                ensure_ascii=False,
             )
         )
 
@@ -223,6 +242,10 @@ class LiveCode:
         if ide_seq is None:
             return
         if ok:
+            # The IDE's requests to the old run will never be answered by it.
+            for seq, pending in sorted(self.dap.pending.items()):
+                if seq < ide_seq:
+                    self.to_ide(self.dap.answer(seq, pending, error="cancelled: the invocation restarted"))
             if self._stopped_thread is not None:
                 self.to_ide(
                     dap.encode(

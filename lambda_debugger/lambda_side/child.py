@@ -101,10 +101,16 @@ def run(conn, handler, event, context, *, debug_logs: bool = False, close_fds=()
     files, task_root = message[1], message[2]
     report = []
     if files:
-        from lambda_debugger.lambda_side import pushed_code
+        try:
+            from lambda_debugger.lambda_side import pushed_code
 
-        report = pushed_code.apply(files, task_root)
-        handler = pushed_code.current_handler(handler, report)
+            report = pushed_code.apply(files, task_root)
+            handler = pushed_code.current_handler(handler, report)
+        except Exception as exc:  # ours: the deployed code runs
+            report = [
+                {"path": f.path, "sha256": f.sha256, "status": "not applied", "message": "the push failed: %r" % exc}
+                for f in files
+            ]
     conn.send((PipeMessage.PUSHED, report))
     debugpy.wait_for_client()
     conn.send((PipeMessage.CONFIGURED,))

@@ -14,7 +14,6 @@ Code sends its watch expressions together, so each stop would pay that wait.
 """
 
 import itertools
-import json
 import logging
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -35,6 +34,10 @@ REPLAY_SEQ = prefetch.COLLECTOR_SEQ + 500_000_000
 #: (base64 of the largest push, and the IDE's configuration).
 MAX_OWN_REQUEST_BYTES = push.MAX_BYTES * 2 + 1024 * 1024
 
+#: What one read hands the broker at most (one WebSocket frame), unless a
+#: single message is larger.
+READ_BYTES = 256 * 1024
+
 #: Before the IDE's configuration: what goes to debugpy while a push is awaited.
 BEFORE_CONFIGURATION = frozenset({"initialize", "attach"})
 
@@ -47,16 +50,6 @@ def _is_own_request(head: dict) -> bool:
 
 def _before_configuration(chunk: dap.Chunk) -> bool:
     return chunk.whole and chunk.head.get("type") == "request" and chunk.head.get("command") in BEFORE_CONFIGURATION
-
-
-def _parse_framed(data: bytes) -> Optional[dict]:
-    """The body of one framed DAP message as a dict, or None."""
-    _, _, body = data.partition(b"\r\n\r\n")
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return message if isinstance(message, dict) else None
 
 
 #: How long requests wait behind one that debugpy has not answered; after
@@ -209,8 +202,13 @@ class DebugpyEndpoint(SocketEndpoint):
         if self.collector.holding and (self._eof or self.collector.done(time.monotonic())):
             self._release()
         if self._ready:
-            out = b"".join(self._ready)
-            self._ready.clear()
+            # At most about READ_BYTES per WebSocket frame (the broker bounds a frame's size).
+            size, count = 0, 0
+            while count < len(self._ready) and (not count or size + len(self._ready[count]) <= READ_BYTES):
+                size += len(self._ready[count])
+                count += 1
+            out = b"".join(self._ready[:count])
+            del self._ready[:count]
             return out
         return None if self._eof else b""
 
@@ -232,9 +230,12 @@ class DebugpyEndpoint(SocketEndpoint):
         (the IDE configured the session once already)."""
         if not self._replaying:
             return False
-        if message.get("type") == "response" and message.get("request_seq") == REPLAY_SEQ + len(self._replay) - 1:
-            self._replaying = False  # configurationDone, the last one, is answered
-        return message.get("type") == "response" or message.get("event") == "initialized"
+        request_seq = message.get("request_seq")
+        if message.get("type") == "response" and isinstance(request_seq, int):
+            if request_seq == REPLAY_SEQ + len(self._replay) - 1:
+                self._replaying = False  # configurationDone, the last one, is answered
+            return REPLAY_SEQ <= request_seq < REPLAY_SEQ + len(self._replay)
+        return message.get("event") == "initialized"
 
     def _release(self) -> None:
         context = self.collector.finish()
@@ -305,7 +306,7 @@ class DebugpyEndpoint(SocketEndpoint):
         if not chunk.last:
             return
         command = str(chunk.head.get("command"))
-        request = None if self._own_too_large else _parse_framed(bytes(self._own))
+        request = None if self._own_too_large else dap.parse_framed(bytes(self._own))
         if request is None:
             request = {"seq": chunk.head.get("seq"), "command": command, "too_large": self._own_too_large}
         self._own = None
@@ -328,6 +329,21 @@ class DebugpyEndpoint(SocketEndpoint):
         for chunk in self._gate_held:
             self._released += self._to_one_at_a_time(chunk, now)
         self._gate_held.clear()
+
+    def after_restart_bytes(self) -> bytes:
+        """What the bridge sent after its restart request, as it came (the
+        start of a message included): the next debugpy's."""
+        return b"".join(c.data for c in self.after_restart) + self._to_debugpy.unemitted()
+
+    def unsent(self) -> bytes:
+        """What debugpy sent that the broker did not get yet (a stop held
+        for its context included), when the stream ends at a message."""
+        if self.collector.holding:
+            self._release()
+        out = b"".join(self._ready + self._replies)
+        self._ready.clear()
+        self._replies.clear()
+        return out
 
     def cancel_restart(self) -> None:
         """A refused restart: what came after it goes to this debugpy after all."""

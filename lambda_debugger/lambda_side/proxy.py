@@ -21,13 +21,13 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from lambda_debugger.lambda_side import child, control, errors, versions
-from lambda_debugger.lambda_side.budget import WaitBudget
+from lambda_debugger.lambda_side.budget import ATTACH_S, WaitBudget
 from lambda_debugger.lambda_side.child_process import ChildProcess
 from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.lambda_side.debugpy_endpoint import DebugpyEndpoint
 from lambda_debugger.lambda_side.handshake import BROKER_RETRY_AFTER_S, Handshake, broker_breaker
 from lambda_debugger.lambda_side.pipe import PipeMessage
-from lambda_debugger.wire import dap, filters, protocol, push, relay
+from lambda_debugger.wire import dap, filters, prefetch, protocol, push, relay
 from lambda_debugger.wire.endpoints import (
     IO_TIMEOUT_S,
     WebSocketEndpoint,
@@ -59,6 +59,11 @@ def pushed_line(entry: dict) -> str:
     """One entry of a push report, for the function's log."""
     line = "%s (sha256 %s): %s" % (entry.get("path"), push.short(str(entry.get("sha256"))), entry.get("status"))
     return line + ("; " + entry["message"] if entry.get("message") else "")
+
+
+def _slim(request: dict) -> dict:
+    """What answering ``request`` needs (its files need not stay in memory)."""
+    return {"seq": request.get("seq"), "command": request.get("command")}
 
 
 def _response(request: dict, body: Optional[dict] = None, error: Optional[str] = None) -> dict:
@@ -292,17 +297,17 @@ class DebugSession:
         self.child.push(files, task_root())
 
     def _relay_until_done(self, attach_by: float) -> Optional[Outcome]:
+        self._attach_by = attach_by  # a restart sets its own
         self.pump = relay.Pump(self.broker, self.debugpy)
         mode = RelayMode.RELAYING
         while True:
             watch = self.child.watch  # a restart forks another child
             if mode is RelayMode.RELAYING:
                 tick = time.monotonic() + KEEPALIVE_TICK_S
-                result = self.pump.run(deadline=tick if self.started else min(tick, attach_by), watch=watch)
+                result = self.pump.run(deadline=tick if self.started else min(tick, self._attach_by), watch=watch)
                 if result.reason == relay.CONTROL and result.endpoint is self.debugpy:
-                    failed = self._bridge_requests()
-                    if failed is not None:
-                        return failed
+                    if not self._bridge_requests():
+                        return None  # a restart that could not start a child: the handler runs here
                     continue
                 if result.reason == relay.CONTROL:
                     message = self.broker.receive_control()
@@ -322,7 +327,7 @@ class DebugSession:
                         return None
                     continue
                 if result.reason == relay.DEADLINE:
-                    if not self.started and time.monotonic() >= attach_by:
+                    if not self.started and time.monotonic() >= self._attach_by:
                         self._give_up("the debugger did not finish attaching in time")
                         return None
                     if not self.broker.keepalive(time.monotonic()):
@@ -339,33 +344,45 @@ class DebugSession:
                     continue
             else:
                 wait_for(watch)
-            outcome = self._poll_child(attach_by)
+            outcome = self._poll_child(self._attach_by)
             if outcome is None:
                 continue
             if outcome is Fallback.RUN_HERE:
                 return None
             if mode is RelayMode.RELAYING:
-                # The handler's last output events are still on their way.
-                self.pump.run(deadline=time.monotonic() + DRAIN_S)
-                self.pump.flush(self.broker)
+                self._drain()
                 self._tell_debugger(outcome.describe(), outcome.exit_status())
             return outcome
 
+    def _drain(self) -> None:
+        """The handler's last output events are still on their way; what
+        the bridge asks now is answered that the invocation is over."""
+        until = time.monotonic() + DRAIN_S
+        while time.monotonic() < until:
+            result = self.pump.run(deadline=until)
+            if result.reason != relay.CONTROL or result.endpoint is not self.debugpy:
+                break
+            for _, request in self.debugpy.take_actions():
+                if request is not None and request.get("command") != prefetch.OPTIONS_COMMAND:
+                    self.debugpy.reply(_response(request, error="the invocation has finished"))
+        self.pump.flush(self.broker)
+
     # The bridge's own requests: options, push, restart ---------------------
 
-    def _bridge_requests(self) -> Optional[Outcome]:
-        """Answer what the bridge asked in the stream. Returns an Outcome
-        only when a restart could not start the handler again."""
+    def _bridge_requests(self) -> bool:
+        """Answer what the bridge asked in the stream. Returns False when a
+        restart could not start a new child (then the handler runs here)."""
         for command, request in self.debugpy.take_actions():
             if command == "options":
                 self._on_options(request)
             elif command == push.PUSH_COMMAND and request is not None:
                 self._on_push(request)
             elif command == push.RESTART_COMMAND and request is not None:
-                outcome = self._restart(request)
-                if outcome is not None:
-                    return outcome
-        return None
+                if not self._restart(request):
+                    return False
+                if self.debugpy is None:
+                    break
+        return True
 
     def _on_options(self, request: Optional[dict]) -> None:
         arguments = (request or {}).get("arguments")
@@ -394,7 +411,7 @@ class DebugSession:
             self.debugpy.reply(_response(request, error="push refused: %s; the deployed code runs" % exc))
             self._send_push([])
             return
-        self._push_request = request
+        self._push_request = _slim(request)
         self._send_push(files)
 
     @staticmethod
@@ -410,15 +427,19 @@ class DebugSession:
         self._pushed = report
         for entry in report:
             log.info("%r: pushed %s", self, pushed_line(entry))
+        if self.debugpy is None:
+            return
         self.debugpy.open_gate()
         if self._push_request is not None:
             self.debugpy.reply(_response(self._push_request, {"files": report}))
             self._push_request = None
 
-    def _restart(self, request: dict) -> Optional[Outcome]:
+    def _restart(self, request: dict) -> bool:
         """Run the handler again from the top in a fresh child, with the
-        files pushed again and the IDE's configuration replayed. Returns an
-        Outcome when no handler runs any more."""
+        files pushed again and the IDE's configuration replayed. Until the
+        new child runs the handler, the session counts as not started: if
+        the debugger goes, the handler runs here. Returns False when no
+        child could be started."""
         left = self.context.get_remaining_time_in_millis() / 1000.0
         why = ""
         files: List[push.PushedFile] = []
@@ -430,41 +451,50 @@ class DebugSession:
             why = "only %.1f s left before the Lambda timeout, too little to run the handler again" % left
         elif self.debugpy.inside_message:
             why = "debugpy is sending a message; try again"
-        elif not isinstance(replay, list) or not all(isinstance(r, dict) for r in replay):
-            why = "the restart request carries no configuration"
+        elif (
+            not isinstance(replay, list)
+            or not all(isinstance(r, dict) for r in replay)
+            or not replay
+            or replay[-1].get("command") != "configurationDone"
+        ):
+            why = "the restart request carries no configuration ending with configurationDone"
         else:
             try:
                 files = self._decode_push(request)
             except push.PushRefused as exc:
                 why = "push refused: %s" % exc
+        if not why:
+            # What debugpy sent that the broker did not get yet goes first, whole.
+            self.pump.enqueue(self.broker, self.debugpy.unsent())
+            if not self.pump.flush(self.broker):
+                why = "the broker is not taking what debugpy sent; try again"
         if why:
             log.info("%r: restart refused: %s", self, why)
             self.debugpy.reply(_response(request, error="restart refused: " + why))
             self.debugpy.cancel_restart()
-            return None
+            return True
         log.info("%r: restart: running the handler again in a fresh child (%.1f s left)", self, left)
-        held, options = self.debugpy.after_restart, self.debugpy.options
-        self.pump.flush(self.broker)
+        held, options = self.debugpy.after_restart_bytes(), self.debugpy.options
         self.debugpy.close()
         self.debugpy = None
-        self.child.end(reported=False)
-        self._restart_request = request
-        problem = self._fork_child(time.monotonic() + max(1.0, left - 1.0), files=files, replay=replay, options=options)
+        self.child.end(reported=False)  # SIGKILL: processes the handler started are left running
+        self.started = False
+        self._restart_request = _slim(request)
+        self._attach_by = time.monotonic() + max(1.0, min(ATTACH_S, left - 1.0))
+        try:
+            problem = self._fork_child(self._attach_by, files=files, replay=replay, options=options)
+        except Exception as exc:  # e.g. fork refused for memory
+            problem = "%s: %s" % (type(exc).__name__, exc)
         if problem:
+            # No handler runs now: the session ends and the handler runs here, deployed.
             log.error("%r: the restart failed: %s", self, problem)
-            if self.debugpy is not None:
-                self.pump = relay.Pump(self.broker, self.debugpy)
-            self.outcome = Outcome(
-                OutcomeKind.ERROR,
-                error=child.RemoteError(
-                    "RuntimeError", "builtins", "lambda-debugger could not run the handler again: " + problem, []
-                ),
-            )
-            return self.outcome
+            self._restart_request = None
+            self._tell_debugger("the restart failed (%s); the invocation runs without the debugger" % problem)
+            return False
         self.pump = relay.Pump(self.broker, self.debugpy)
-        for chunk in held:
-            self.pump.enqueue(self.debugpy, chunk.data)
-        return None
+        if held:
+            self.pump.enqueue(self.debugpy, held)
+        return True
 
     def _detach(self, message: protocol.Detached) -> RelayMode:
         """The debugger left while the handler runs: resume the handler, end
@@ -579,9 +609,9 @@ class DebugSession:
                     self.started = True
                     self.runs += 1
                     child_.go()
-                    if self._restart_request is not None:
+                    if self._restart_request is not None and self.debugpy is not None:
                         self.debugpy.reply(_response(self._restart_request, {"files": self._pushed, "run": self.runs}))
-                        self._restart_request = None
+                    self._restart_request = None
                     return None
                 if kind == PipeMessage.RESULT:
                     self.outcome = Outcome(OutcomeKind.VALUE, value=message[1])
@@ -632,6 +662,8 @@ class DebugSession:
 
     def _give_up(self, why: str) -> None:
         """Run the handler here, without the debugger, because of ``why``."""
+        if self.runs:
+            why += " (the run after a restart; this one runs the deployed code)"
         log.warning("%r: %s; running normally", self, why)
         self._tell_debugger("%s; the invocation runs without the debugger" % why)
         return None

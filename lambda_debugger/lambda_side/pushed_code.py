@@ -38,6 +38,7 @@ log = logging.getLogger("lambda_debugger.child")
 _sources: Dict[str, bytes] = {}
 
 APPLIED = "applied"
+UNCHANGED = "unchanged"
 ON_IMPORT = "imported from the push when the handler imports it"
 NOT_APPLIED = "not applied"
 
@@ -51,9 +52,12 @@ def apply(files: List[PushedFile], task_root: str) -> List[dict]:
         filename = os.path.join(task_root, *pushed.path.split("/"))
         entry = {"path": pushed.path, "sha256": pushed.sha256, "status": NOT_APPLIED, "message": ""}
         report.append(entry)
+        if _deployed_source(filename) == pushed.source:
+            entry["status"] = UNCHANGED
+            continue
         try:
             code = compile(pushed.source, filename, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:
+        except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
             entry["message"] = compile_error(exc, filename)
             continue
         compiled.append((pushed, filename, code, entry))
@@ -66,7 +70,13 @@ def apply(files: List[PushedFile], task_root: str) -> List[dict]:
         module = loaded.get(filename)
         name = module_name(pushed.path)
         if module is None and name is not None and name in sys.modules:
-            module = sys.modules[name]  # imported without a file we know (e.g. a namespace change)
+            # Imported under that name from elsewhere: the standard library,
+            # the runtime or a layer. Running the file there would break it.
+            entry["message"] = "not a module of the function: %s is imported from %s" % (
+                name,
+                getattr(sys.modules[name], "__file__", None) or "the interpreter",
+            )
+            continue
         if module is None:
             if name is None:
                 entry["message"] = "not an importable module name"
@@ -91,7 +101,10 @@ def apply(files: List[PushedFile], task_root: str) -> List[dict]:
             entry["message"] = "raised while running again, the deployed module is used: %s" % _last_line(exc)
         else:
             entry["status"] = APPLIED
-            _rebind(module, saved, task_root)
+            try:
+                _rebind(module, saved, task_root)
+            except Exception:  # best effort: the module itself is applied
+                log.debug("could not point other modules at the new names of %s", filename, exc_info=True)
     return report
 
 
@@ -124,20 +137,32 @@ def _rebind(module, old: dict, task_root: str) -> None:
                 namespace[key] = swap[1]
 
 
+def _deployed_source(filename: str) -> Optional[bytes]:
+    try:
+        with open(filename, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def current_handler(handler, applied: List[dict]):
     """The handler to call after a push: looked up again in its module
     (``_HANDLER``) when that module was applied, else ``handler``."""
     if not any(e["status"] == APPLIED for e in applied):
         return handler
     module_path, _, function_name = os.environ.get("_HANDLER", "").strip().rpartition(".")
-    module = sys.modules.get(module_path.replace("/", "."))
-    found = getattr(module, function_name, None) if module is not None else None
-    while found is not None and getattr(found, "lambda_debugger_config", None) is not None:
-        found = getattr(found, "__wrapped__", None)  # the swapped-in proxy of the deployed module
+    try:
+        module = sys.modules.get(module_path.replace("/", "."))
+        found = getattr(module, function_name, None) if module is not None else None
+        while found is not None and getattr(found, "lambda_debugger_config", None) is not None:
+            found = getattr(found, "__wrapped__", None)  # the swapped-in proxy of the deployed module
+    except Exception:  # a module __getattr__ of the user's
+        return handler
     return found if callable(found) else handler
 
 
 def compile_error(exc: BaseException, filename: str) -> str:
+    """The compiler's message, with the deployed file name and line."""
     if isinstance(exc, SyntaxError):
         text = (exc.text or "").strip()
         return "does not compile: %s line %s: %s%s" % (
@@ -146,7 +171,7 @@ def compile_error(exc: BaseException, filename: str) -> str:
             exc.msg,
             (" (%s)" % text[:120]) if text else "",
         )
-    return "does not compile: %s" % exc
+    return "does not compile: %s: %s" % (type(exc).__name__, str(exc)[:300])
 
 
 def _last_line(exc: BaseException) -> str:
@@ -255,6 +280,7 @@ def _patch_debugpy() -> None:
     def exists_or_pushed(filename):
         return filename in _sources or exists(filename)
 
+    exists_or_pushed.original = exists  # type: ignore[attr-defined]
     pydevd_file_utils.exists = exists_or_pushed
     if code_lines is not None:
 
@@ -263,6 +289,7 @@ def _patch_debugpy() -> None:
                 code = compile(_sources[code], code, "exec", dont_inherit=True)
             return code_lines(code)
 
+        lines_of_pushed.original = code_lines  # type: ignore[attr-defined]
         pydevd_api._get_code_lines = lines_of_pushed
     pydevd_api._lambda_debugger_patched = True
 

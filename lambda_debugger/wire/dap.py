@@ -43,10 +43,18 @@ START_REQUESTS = ("initialize", "attach", "launch")
 _HEAD_FIELD = re.compile(rb'"(type|event|command)"\s*:\s*"([A-Za-z_/]+)"|"(seq|request_seq)"\s*:\s*(\d+)')
 
 
-def encode(message: dict) -> bytes:
-    """One DAP message with its Content-Length header."""
-    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+def encode(message: dict, *, ensure_ascii: bool = True) -> bytes:
+    """One DAP message with its Content-Length header (``ensure_ascii``
+    False: UTF-8 as it is, the compact form for source text)."""
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=ensure_ascii).encode("utf-8")
     return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def parse_framed(data: bytes) -> Optional[dict]:
+    """The body of one framed DAP message as a dict, or None."""
+    _, _, body = data.partition(b"\r\n\r\n")
+    message = _parse(body)
+    return message or None
 
 
 @dataclass
@@ -110,6 +118,10 @@ class MessageSplitter:
         """Whether the chunks emitted so far end inside a message (or the
         stream broke): nothing may be put between them and the next one."""
         return self.broken or self._head is not None
+
+    def unemitted(self) -> bytes:
+        """The bytes fed that no chunk carried yet (the start of a message)."""
+        return bytes(self._buffer)
 
     def feed(self, data) -> List[Chunk]:
         """Take the next bytes of the stream; return the chunks they complete."""
