@@ -70,6 +70,16 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _file_sha256(path: str) -> str:
+    """A file's SHA-256, read in pieces (a large generated module must not
+    cost the Lambda process its size in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
 def short(digest: str) -> str:
     """The first 12 hex digits, for log lines."""
     return digest[:12]
@@ -148,8 +158,7 @@ def manifest(task_root: str) -> dict:
             complete = False
             break
         try:
-            with open(path, "rb") as f:
-                digests[rel] = sha256(f.read())
+            digests[rel] = _file_sha256(path)
         except OSError:
             continue
     return {"root": task_root, "files": digests, "complete": complete}
