@@ -264,11 +264,11 @@ def test_a_context_that_arrives_while_a_state_change_is_unanswered_is_not_used()
 class FakeDebugpy:
     """The far end of a loopback TCP connection, speaking as debugpy."""
 
-    def __init__(self):
+    def __init__(self, **endpoint_options):
         with socket.create_server(("127.0.0.1", 0)) as listener:
             ours = socket.create_connection(listener.getsockname())
             theirs, _ = listener.accept()
-        self.endpoint = DebugpyEndpoint(ours)
+        self.endpoint = DebugpyEndpoint(ours, **endpoint_options)
         self.sock = theirs
         self.sock.settimeout(5)
 

@@ -16,8 +16,9 @@ import pytest
 
 from lambda_debugger.developer.live_code import DROP, PASS, LiveCode
 from lambda_debugger.lambda_side import pushed_code
-from lambda_debugger.lambda_side.debugpy_endpoint import REPLAY_SEQ, DebugpyEndpoint
+from lambda_debugger.lambda_side.debugpy_endpoint import REPLAY_SEQ
 from lambda_debugger.wire import dap, prefetch, push
+from tests import test_prefetch
 from tests.support.dap_client import FrameParser, encode_message
 
 
@@ -320,19 +321,7 @@ def test_debugpy_sees_pushed_sources_where_it_reads_files(task_root):
 # The Lambda side's endpoint: gate, own requests, replay ------------------------
 
 
-class FakeDebugpy:
-    def __init__(self, **kwargs):
-        with socket.create_server(("127.0.0.1", 0)) as listener:
-            ours = socket.create_connection(listener.getsockname())
-            theirs, _ = listener.accept()
-        self.endpoint = DebugpyEndpoint(ours, **kwargs)
-        self.sock = theirs
-        self.sock.settimeout(5)
-
-    def close(self):
-        self.sock.close()
-        self.endpoint.close()
-
+class FakeDebugpy(test_prefetch.FakeDebugpy):
     def to_debugpy(self, *messages):
         """Feed the endpoint the bridge's messages; return the commands let through now."""
         data = b"".join(self.endpoint.frame(b"".join(encode_message(m) for m in messages)))

@@ -109,18 +109,10 @@ class LiveCode:
             files = plan.files
             self.say("restart: pushing %s" % plan.describe())
         replay = [self._configuration[key] for key in sorted(self._configuration, key=_replay_order)]
-        seq = self.dap.next_seq()
-        self._mine[seq] = (push.RESTART_COMMAND, ide_seq)
-        self.own.append(
-            dap.encode(
-                {
-                    "seq": seq,
-                    "type": "request",
-                    "command": push.RESTART_COMMAND,
-                    "arguments": {"files": push.encode_files(files), "configuration": replay + [self._done]},
-                },
-                ensure_ascii=False,
-            )
+        self._request(
+            push.RESTART_COMMAND,
+            {"files": push.encode_files(files), "configuration": replay + [self._done]},
+            ide_seq,
         )
 
     def _refuse(self, ide_seq: int, why: str) -> None:
@@ -204,19 +196,15 @@ class LiveCode:
         self._send_push(plan.files)
 
     def _send_push(self, files: List[push.PushedFile]) -> None:
+        self._request(push.PUSH_COMMAND, {"files": push.encode_files(files)})
+
+    def _request(self, command: str, arguments: dict, ide_seq: Optional[int] = None) -> None:
+        """Queue a request of the bridge's own for the Lambda side (source
+        text as UTF-8, not escaped)."""
         seq = self.dap.next_seq()
-        self._mine[seq] = (push.PUSH_COMMAND, None)
-        self.own.append(
-            dap.encode(
-                {
-                    "seq": seq,
-                    "type": "request",
-                    "command": push.PUSH_COMMAND,
-                    "arguments": {"files": push.encode_files(files)},
-                },
-                ensure_ascii=False,
-            )
-        )
+        self._mine[seq] = (command, ide_seq)
+        message = {"seq": seq, "type": "request", "command": command, "arguments": arguments}
+        self.own.append(dap.encode(message, ensure_ascii=False))
 
     def _on_own_answer(self, command: str, ide_seq: Optional[int], response: dict) -> None:
         ok = response.get("success") is True
