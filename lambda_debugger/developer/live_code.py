@@ -213,16 +213,7 @@ class LiveCode:
         report = report if isinstance(report, list) else []
         for entry in report:
             if isinstance(entry, dict):
-                self._tell(
-                    "pushed %s (sha256 %s): %s%s"
-                    % (
-                        entry.get("path"),
-                        push.short(str(entry.get("sha256"))),
-                        entry.get("status"),
-                        "; " + str(entry["message"]) if entry.get("message") else "",
-                    ),
-                    important=entry.get("status") == "not applied",
-                )
+                self._tell("pushed " + push.describe(entry), important=entry.get("status") == "not applied")
         if command == push.PUSH_COMMAND:
             if not ok:
                 self._tell(str(response.get("message") or "the push failed"), important=True)

@@ -136,7 +136,8 @@ class DebugpyEndpoint(SocketEndpoint):
     Attributes:
         actions: ``(command, request)`` pairs for the session, in order:
             ``options`` (``request`` None when the bridge sent none), ``push``
-            and ``restart`` (``request`` None when it was too large to read).
+            and ``restart`` (``request`` only ``seq``, ``command`` and
+            ``too_large`` when it was too large or not JSON).
     """
 
     def __init__(

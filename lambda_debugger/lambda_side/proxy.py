@@ -55,12 +55,6 @@ def deployed_manifest(root: str) -> dict:
     return push.manifest(root)
 
 
-def pushed_line(entry: dict) -> str:
-    """One entry of a push report, for the function's log."""
-    line = "%s (sha256 %s): %s" % (entry.get("path"), push.short(str(entry.get("sha256"))), entry.get("status"))
-    return line + ("; " + entry["message"] if entry.get("message") else "")
-
-
 def _slim(request: dict) -> dict:
     """What answering ``request`` needs (its files need not stay in memory)."""
     return {"seq": request.get("seq"), "command": request.get("command")}
@@ -426,7 +420,7 @@ class DebugSession:
         configuration through."""
         self._pushed = report
         for entry in report:
-            log.info("%r: pushed %s", self, pushed_line(entry))
+            log.info("%r: pushed %s", self, push.describe(entry))
         if self.debugpy is None:
             return
         self.debugpy.open_gate()
@@ -451,18 +445,19 @@ class DebugSession:
             why = "only %.1f s left before the Lambda timeout, too little to run the handler again" % left
         elif self.debugpy.inside_message:
             why = "debugpy is sending a message; try again"
-        elif (
-            not isinstance(replay, list)
-            or not all(isinstance(r, dict) for r in replay)
-            or not replay
-            or replay[-1].get("command") != "configurationDone"
-        ):
-            why = "the restart request carries no configuration ending with configurationDone"
         else:
             try:
                 files = self._decode_push(request)
             except push.PushRefused as exc:
                 why = "push refused: %s" % exc
+            else:
+                if (
+                    not isinstance(replay, list)
+                    or not all(isinstance(r, dict) for r in replay)
+                    or not replay
+                    or replay[-1].get("command") != "configurationDone"
+                ):
+                    why = "the restart request carries no configuration ending with configurationDone"
         if not why:
             # What debugpy sent that the broker did not get yet goes first, whole.
             self.pump.enqueue(self.broker, self.debugpy.unsent())
@@ -601,7 +596,7 @@ class DebugSession:
                     self._on_pushed(message[1])
                     return None
                 if kind == PipeMessage.CONFIGURED:
-                    if not self.started and time.monotonic() > attach_by:
+                    if time.monotonic() > attach_by:
                         self._give_up("the debugger finished attaching too late")
                         return Fallback.RUN_HERE
                     # Decided here, not in the child, so that a session given

@@ -85,6 +85,13 @@ def short(digest: str) -> str:
     return digest[:12]
 
 
+def describe(entry: dict) -> str:
+    """One entry of a push report (``path``, ``sha256``, ``status``,
+    ``message``) as a line for the function's log and the developer."""
+    line = "%s (sha256 %s): %s" % (entry.get("path"), short(str(entry.get("sha256"))), entry.get("status"))
+    return line + ("; " + str(entry["message"]) if entry.get("message") else "")
+
+
 def dependency_names(root: str) -> Set[str]:
     """Top-level names under ``root`` that belong to installed
     distributions (``pip install -t``): those a ``*.dist-info/RECORD`` or
