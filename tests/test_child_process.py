@@ -66,3 +66,15 @@ def test_pipe_messages_equal_their_names_and_are_all_named_once():
     assert PipeMessage.READY == "ready" and PipeMessage("result_json") is PipeMessage.RESULT_JSON
     assert len({m.value for m in PipeMessage}) == len(PipeMessage) == 9
     assert all(name in pipe.__doc__ for name in ("READY", "PUSH", "PUSHED", "CONFIGURED", "GO"))
+
+
+def test_ending_twice_or_a_child_never_started_does_nothing_more():
+    child = ChildProcess(None, {}, None, target=dying_child)
+    child.end(reported=False)  # the fork failed before start
+    assert child.conn.closed
+    child = ChildProcess(None, {}, None, target=dying_child)
+    child.start()
+    assert child.next_message(time.monotonic() + 10) is None  # it exited
+    child.end(reported=False)
+    child.end(reported=False)
+    assert child.exitcode == 3

@@ -13,7 +13,7 @@ import pytest
 from lambda_debugger.lambda_side.config import LambdaConfig
 from lambda_debugger.lambda_side.pipe import PipeMessage
 from lambda_debugger.lambda_side.proxy import DebugSession, OutcomeKind
-from lambda_debugger.wire import dap, protocol, wsframes
+from lambda_debugger.wire import dap, protocol, push, wsframes
 from lambda_debugger.wire.endpoints import WebSocketEndpoint
 from tests.support.chain import wait_until
 from tests.test_relay import _SocketAsWebSocket
@@ -213,3 +213,27 @@ def test_the_broker_going_away_while_the_handler_runs_leaves_it_running_alone(pa
     runner.join(10)
     assert result["outcome"].kind is OutcomeKind.VALUE  # the outcome still comes from the child
     assert json.dumps(result["outcome"].value) == '{"ok": true}'
+
+
+def test_a_restart_that_cannot_start_a_child_lets_the_handler_run_here(parts, monkeypatch):
+    debugpy, broker, start = parts
+    session, runner, result = start(run_s=5.0)
+    wait_until(lambda: session.started, 10, "the handler to start")
+
+    def no_fork(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(session, "_fork_child", no_fork)
+    configuration = [{"command": "configurationDone", "arguments": {}}]
+    restart = {
+        "seq": 9,
+        "type": "request",
+        "command": push.RESTART_COMMAND,
+        "arguments": {"files": [], "configuration": configuration},
+    }
+    broker.send(wsframes.OP_BINARY, dap.encode(restart))
+    runner.join(10)
+    assert not runner.is_alive() and result["outcome"] is None and not session.started  # the handler runs here
+    broker.read_until(lambda frames: any(isinstance(m, protocol.Ended) for m in broker.controls()))
+    (ended,) = [m for m in broker.controls() if isinstance(m, protocol.Ended)]
+    assert ended.message.startswith("the restart failed (OSError: [Errno 12] Cannot allocate memory)")

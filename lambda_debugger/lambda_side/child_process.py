@@ -49,6 +49,7 @@ class ChildProcess:
         )
         self._child_conn = child_conn
         self._exitcode: Optional[int] = None  # kept once the process object is closed
+        self._started = self._ended = False
 
     def start(self) -> None:
         with warnings.catch_warnings():
@@ -56,6 +57,7 @@ class ChildProcess:
             # tools do too; the warning would only clutter the log.
             warnings.simplefilter("ignore", DeprecationWarning)
             self.process.start()
+        self._started = True
         self._child_conn.close()
 
     @property
@@ -109,7 +111,15 @@ class ChildProcess:
     def end(self, *, reported: bool) -> None:
         """Release the child: one that ``reported`` exits by itself and gets
         a moment; any other is killed. Never call it for a handler that is
-        still running."""
+        still running, unless a restart asks for just that. Once is enough:
+        later calls do nothing."""
+        if self._ended:
+            return
+        self._ended = True
+        if not self._started:  # the fork itself failed
+            self.conn.close()
+            self._child_conn.close()
+            return
         if reported:
             self.process.join(EXIT_S)  # it exits right after reporting
         if self.process.is_alive():
