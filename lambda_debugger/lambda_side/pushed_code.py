@@ -214,14 +214,14 @@ class _PushedLoader(importlib.abc.Loader):
             exec(self.code, module.__dict__)
         except BaseException as exc:
             _unregister(self.filename)
-            if not os.path.isfile(self.filename):
+            source = _deployed_source(self.filename)
+            if source is None:
                 raise  # new: no deployed module to fall back to
             say(
                 "lambda-debugger: pushed %s raised while it was imported, the deployed module is used: %s\n"
                 % (self.filename, _last_line(exc))
             )
-            with open(self.filename, "rb") as f:
-                deployed = compile(f.read(), self.filename, "exec", dont_inherit=True)
+            deployed = compile(source, self.filename, "exec", dont_inherit=True)
             keep = ("__name__", "__spec__", "__loader__", "__file__", "__path__", "__package__")
             kept = {k: v for k, v in module.__dict__.items() if k in keep}
             module.__dict__.clear()
